@@ -1,0 +1,191 @@
+//! The CNI IPAM plugin: ADD hands the attachment an address (a /32), DEL frees it, CHECK
+//! confirms it, GC frees what the runtime no longer knows, STATUS says whether ADD would work.
+//!
+//! [`run`] is the whole plugin given the environment and stdin; the `podnet-ipam` binary wraps
+//! it, and the `podnet` main plugin calls [`add`] and [`del`] in-process for `ipam.type`
+//! `podnet-ipam`, getting the same results without an exec.
+
+pub mod config;
+mod errors;
+
+pub use config::NetConf;
+pub use errors::to_cni;
+
+use crate::allocator::{pod_handle, Ipam};
+use crate::store::Datastore;
+use ipnet::{IpNet, Ipv4Net};
+use podnet_cni_types::{code, CniEnv, CniError, CniResult, CniVersion, Command, IpConfig};
+use std::collections::HashSet;
+
+/// Runs one CNI call. Returns the version to reply in and the reply body.
+pub fn run(env: &CniEnv, stdin: &[u8]) -> (CniVersion, Result<serde_json::Value, CniError>) {
+    if env.command == Command::Version {
+        let asked = serde_json::from_slice::<serde_json::Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| CniVersion::LATEST.to_string());
+        return (CniVersion::LATEST, Ok(CniVersion::version_reply(&asked)));
+    }
+    let conf = match NetConf::parse(stdin) {
+        Ok(c) => c,
+        Err(e) => {
+            let v = CniVersion::from_config(stdin).unwrap_or(CniVersion::LATEST);
+            return (v, Err(e));
+        }
+    };
+    let v = conf.version;
+    let outcome = match env.command {
+        Command::Add => add(env, &conf).map(|r| r.to_json(v)),
+        Command::Del => del(env, &conf).map(|()| serde_json::Value::Null),
+        Command::Check => needs(v, CniVersion::V0_4_0, "CHECK")
+            .and_then(|()| check(env, &conf))
+            .map(|()| serde_json::Value::Null),
+        Command::Gc => needs(v, CniVersion::V1_1_0, "GC")
+            .and_then(|()| gc(&conf))
+            .map(|()| serde_json::Value::Null),
+        Command::Status => needs(v, CniVersion::V1_1_0, "STATUS")
+            .and_then(|()| status(&conf))
+            .map(|()| serde_json::Value::Null),
+        Command::Version => unreachable!("answered above"),
+    };
+    (v, outcome)
+}
+
+/// A verb the config's version predates is code 1, as skel answers it.
+fn needs(v: CniVersion, since: CniVersion, verb: &str) -> Result<(), CniError> {
+    if v >= since {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::INCOMPATIBLE_VERSION,
+            format!("config version {v} does not allow {verb} (needs {since} or later)"),
+        ))
+    }
+}
+
+fn open(conf: &NetConf) -> Result<Box<dyn Datastore>, CniError> {
+    conf.ipam
+        .datastore
+        .open()
+        .map_err(|e| to_cni("open the IPAM datastore", e.into()))
+}
+
+/// Allocates the attachment's address: the result holds it as a /32, no interfaces.
+pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
+    let node = conf.node()?;
+    let store = open(conf)?;
+    let handle = pod_handle(&env.container_id, &env.ifname);
+    let ip = Ipam::new(&*store, conf.pool.clone())
+        .allocate(&node, &handle)
+        .map_err(|e| {
+            to_cni(
+                &format!("allocate an address for {handle} on node {node}"),
+                e,
+            )
+        })?;
+    tracing::info!(%handle, %ip, %node, "allocated");
+    Ok(CniResult {
+        ips: vec![IpConfig {
+            address: IpNet::V4(Ipv4Net::from(ip)),
+            gateway: None,
+            interface: None,
+        }],
+        ..Default::default()
+    })
+}
+
+/// Frees the attachment's address; nothing held is not an error.
+pub fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let store = open(conf)?;
+    let handle = pod_handle(&env.container_id, &env.ifname);
+    let freed = Ipam::new(&*store, conf.pool.clone())
+        .release(&handle)
+        .map_err(|e| to_cni(&format!("release {handle}"), e))?;
+    tracing::info!(%handle, ?freed, "released");
+    Ok(())
+}
+
+/// The attachment holds an address, and it is the one in `prevResult` (when given).
+pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
+    let store = open(conf)?;
+    let handle = pod_handle(&env.container_id, &env.ifname);
+    let held = Ipam::new(&*store, conf.pool.clone())
+        .lookup(&handle)
+        .map_err(|e| to_cni(&format!("look up {handle}"), e))?
+        .ok_or_else(|| {
+            CniError::new(
+                code::CHECK_FAILED,
+                format!("{handle} holds no address in the IPAM datastore"),
+            )
+        })?;
+    if let Some(prev) = &conf.prev_result {
+        let want = IpNet::V4(Ipv4Net::from(held.address));
+        if !prev.ips.iter().any(|ip| ip.address.addr() == want.addr()) {
+            let listed: Vec<String> = prev.ips.iter().map(|i| i.address.to_string()).collect();
+            return Err(CniError::new(
+                code::CHECK_FAILED,
+                format!(
+                    "{handle} holds {} but prevResult lists [{}]",
+                    held.address,
+                    listed.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Frees this node's pod addresses in this pool whose attachment is not in
+/// `cni.dev/valid-attachments`. Carries on past failures and reports them all at the end.
+pub fn gc(conf: &NetConf) -> Result<(), CniError> {
+    let node = conf.node()?;
+    let store = open(conf)?;
+    let valid: HashSet<String> = conf
+        .valid_attachments
+        .iter()
+        .map(|a| pod_handle(&a.container_id, &a.ifname))
+        .collect();
+    let report = Ipam::new(&*store, conf.pool.clone())
+        .gc(&node, &valid)
+        .map_err(|e| to_cni("list IPAM handles for GC", e))?;
+    for (handle, ip) in &report.released {
+        tracing::info!(%handle, %ip, "released by GC");
+    }
+    if report.errors.is_empty() {
+        return Ok(());
+    }
+    let failed: Vec<String> = report
+        .errors
+        .iter()
+        .map(|(h, e)| format!("{h}: {e}"))
+        .collect();
+    Err(CniError::new(
+        code::IO_FAILURE,
+        format!("GC could not release {} handle(s)", failed.len()),
+    )
+    .with_details(failed.join("; ")))
+}
+
+/// Succeeds when an ADD on this node could get an address now.
+pub fn status(conf: &NetConf) -> Result<(), CniError> {
+    let unavailable = |e: CniError| CniError {
+        code: code::PLUGIN_NOT_AVAILABLE,
+        ..e
+    };
+    let node = conf.node()?;
+    let store = open(conf).map_err(unavailable)?;
+    let room = Ipam::new(&*store, conf.pool.clone())
+        .has_room(&node)
+        .map_err(|e| unavailable(to_cni("read the IPAM datastore", e)))?;
+    if room {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            code::PLUGIN_NOT_AVAILABLE,
+            format!(
+                "pool {} has no free address for node {node}",
+                conf.pool.cidr()
+            ),
+        ))
+    }
+}

@@ -1,0 +1,211 @@
+//! `cargo xtask bench ipam`: `podnet-ipam` against Debian's `host-local`, both exec'd the way a
+//! runtime does (ADD then DEL per attachment, alternating plugins every round), plus podnet's
+//! in-process allocate+release throughput.
+
+use super::stats::{ms, Stats};
+use crate::deps::{self, CNI_PLUGINS};
+use crate::sh::{self, cargo, execute, output};
+use anyhow::{bail, Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Attachments added and deleted per plugin.
+    #[arg(long, default_value_t = 300)]
+    pods: usize,
+    /// In-process allocate+release pairs.
+    #[arg(long, default_value_t = 20_000)]
+    pairs: usize,
+}
+
+struct Plugin {
+    name: &'static str,
+    binary: PathBuf,
+    config: String,
+    add: Vec<Duration>,
+    del: Vec<Duration>,
+}
+
+impl Plugin {
+    fn exec(&self, command: &str, container: &str) -> Result<Duration> {
+        let start = Instant::now();
+        let mut child = Command::new(&self.binary)
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", "/var/run/netns/bench")
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("start {}", self.binary.display()))?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(self.config.as_bytes())?;
+        let out = child.wait_with_output()?;
+        let took = start.elapsed();
+        if !out.status.success() {
+            bail!(
+                "{} {command} {container} failed: {}{}",
+                self.name,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(took)
+    }
+
+    fn round(&mut self, container: &str) -> Result<()> {
+        let add = self.exec("ADD", container)?;
+        let del = self.exec("DEL", container)?;
+        self.add.push(add);
+        self.del.push(del);
+        Ok(())
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    deps::ensure(&[&CNI_PLUGINS])?;
+    execute(cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "podnet-ipam",
+        "--bin",
+        "podnet-ipam",
+        "--example",
+        "alloc_bench",
+    ]))?;
+    let release = sh::root().join("target/release");
+    let work = sh::root().join("target/bench-ipam");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+
+    let mut podnet = Plugin {
+        name: "podnet-ipam",
+        binary: release.join("podnet-ipam"),
+        config: podnet_config(&work),
+        add: Vec::new(),
+        del: Vec::new(),
+    };
+    let mut host_local = Plugin {
+        name: "host-local",
+        binary: PathBuf::from("/usr/lib/cni/host-local"),
+        config: host_local_config(&work),
+        add: Vec::new(),
+        del: Vec::new(),
+    };
+    // Warm both (page cache, first block claim), then measure, alternating who goes first.
+    for i in 0..10 {
+        podnet.round(&format!("warm{i}"))?;
+        host_local.round(&format!("warm{i}"))?;
+    }
+    podnet.add.clear();
+    podnet.del.clear();
+    host_local.add.clear();
+    host_local.del.clear();
+    eprintln!(
+        "exec ADD+DEL, {} attachments per plugin, alternating",
+        args.pods
+    );
+    for i in 0..args.pods {
+        let id = format!("bench{i}");
+        if i % 2 == 0 {
+            podnet.round(&id)?;
+            host_local.round(&id)?;
+        } else {
+            host_local.round(&id)?;
+            podnet.round(&id)?;
+        }
+    }
+
+    println!("\n== exec, per attachment ({} each) ==", args.pods);
+    println!(
+        "{:<12} {:>12} {:>12} {:>12} {:>12} {:>14} {:>14}",
+        "plugin", "ADD median", "ADD p99", "DEL median", "DEL p99", "ADD+DEL median", "ADD+DEL p99"
+    );
+    let mut pair_medians = Vec::new();
+    for p in [&podnet, &host_local] {
+        let add = Stats::new(p.add.clone());
+        let del = Stats::new(p.del.clone());
+        let both = Stats::new(p.add.iter().zip(&p.del).map(|(a, d)| *a + *d).collect());
+        println!(
+            "{:<12} {:>12} {:>12} {:>12} {:>12} {:>14} {:>14}",
+            p.name,
+            ms(add.median()),
+            ms(add.p99()),
+            ms(del.median()),
+            ms(del.p99()),
+            ms(both.median()),
+            ms(both.p99())
+        );
+        pair_medians.push(both.median());
+    }
+    let ratio = pair_medians[0].as_secs_f64() / pair_medians[1].as_secs_f64();
+    println!(
+        "ratio podnet-ipam / host-local, ADD+DEL median: {ratio:.2}x (target <= 0.50x: {})",
+        verdict(ratio <= 0.5)
+    );
+
+    println!("\n== in-process allocate+release ({} pairs) ==", args.pairs);
+    for sync in ["normal", "full"] {
+        let out = output(
+            Command::new(release.join("examples/alloc_bench"))
+                .arg(args.pairs.to_string())
+                .arg(sync),
+        )?;
+        let v: serde_json::Value =
+            serde_json::from_str(out.trim()).context("read alloc_bench output")?;
+        let rate = v["pairsPerSecond"].as_f64().unwrap_or(0.0);
+        println!(
+            "sync={sync:<7} {rate:>10.0} pairs/s (target >= 5000: {})",
+            verdict(rate >= 5000.0)
+        );
+    }
+    Ok(())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+fn podnet_config(work: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "bench",
+        "type": "podnet",
+        "ipam": {
+            "type": "podnet-ipam",
+            "pool": "10.200.0.0/16",
+            "blockSize": 26,
+            "nodename": "bench",
+            "datastore": {"type": "sqlite", "path": work.join("podnet/store.db")},
+        },
+    })
+    .to_string()
+}
+
+fn host_local_config(work: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "bench",
+        "type": "ptp",
+        "ipam": {
+            "type": "host-local",
+            "ranges": [[{"subnet": "10.201.0.0/16"}]],
+            "dataDir": work.join("host-local"),
+        },
+    })
+    .to_string()
+}

@@ -1,0 +1,25 @@
+//! `cargo xtask bench <what>`: measurements against a reference run in the same process, so
+//! the figures are ratios on the same machine at the same moment.
+
+mod ipam;
+mod stats;
+
+use anyhow::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// podnet-ipam vs host-local: exec ADD+DEL, and in-process allocate+release pairs/s.
+    Ipam(ipam::Args),
+}
+
+pub fn run(args: Args) -> Result<()> {
+    match args.what {
+        What::Ipam(a) => ipam::run(a),
+    }
+}

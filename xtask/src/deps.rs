@@ -1,0 +1,90 @@
+//! Installing what the tests and benchmarks need, when it is missing: Debian packages with
+//! apt-get (on Debian/Ubuntu), Python linters from PyPI into a venv under `target/`.
+
+use crate::sh::{self, as_root, execute, have};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A Debian package and a file that shows it is installed.
+pub struct Package {
+    pub name: &'static str,
+    pub provides: &'static str,
+}
+
+/// The reference CNI plugins (host-local, ptp, tuning) used for interop tests and benchmarks.
+pub const CNI_PLUGINS: Package = Package {
+    name: "containernetworking-plugins",
+    provides: "/usr/lib/cni/host-local",
+};
+/// `ip`, for tests that look at namespaces from outside.
+pub const IPROUTE2: Package = Package {
+    name: "iproute2",
+    provides: "/usr/sbin/ip",
+};
+
+/// Installs the packages whose file is missing, with one `apt-get update` first.
+pub fn ensure(packages: &[&Package]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|p| !Path::new(p.provides).exists())
+        .map(|p| p.name)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!(
+            "missing packages {missing:?} and no apt-get here: install them with your package manager"
+        );
+    }
+    eprintln!("installing {missing:?}");
+    execute(as_root("apt-get")?.arg("update").arg("-q"))?;
+    execute(
+        as_root("apt-get")?
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    for p in packages {
+        if !Path::new(p.provides).exists() {
+            bail!("installed {} but {} is still missing", p.name, p.provides);
+        }
+    }
+    Ok(())
+}
+
+/// A venv under `target/xtask-venv` with the given PyPI packages; returns its `bin` folder.
+pub fn python_tools(packages: &[&str]) -> Result<PathBuf> {
+    let venv = sh::root().join("target/xtask-venv");
+    let bin = venv.join("bin");
+    if !bin.join("python").exists() {
+        let python = if have("python3") { "python3" } else { "python" };
+        let made = Command::new(python)
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .with_context(|| format!("start {python} to make a venv"))?;
+        if !made.success() {
+            // Debian's python3 ships venv separately.
+            ensure(&[&Package {
+                name: "python3-venv",
+                provides: "/usr/share/doc/python3-venv",
+            }])?;
+            execute(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        }
+    }
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !bin.join(p).exists())
+        .collect();
+    if !missing.is_empty() {
+        execute(
+            Command::new(bin.join("pip"))
+                .args(["install", "-q", "--disable-pip-version-check"])
+                .args(&missing),
+        )?;
+    }
+    Ok(bin)
+}

@@ -1,0 +1,46 @@
+//! `cargo xtask`: the project's own machinery. `test` installs what the suite needs and runs
+//! every test (root tests as root); `bench` measures podnet against the reference plugins.
+//!
+//! Plain `std::process::Command` and `anyhow`: this is glue, run by developers and CI.
+
+mod bench;
+mod deps;
+mod sh;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "podnet's build, test and benchmark tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what the tests need (apt-get, PyPI) and run the whole suite: unit tests as
+    /// you, root tests as root (through sudo when you are not root).
+    Test(test::Args),
+    /// Measure podnet against the reference implementations, in one run.
+    Bench(bench::Args),
+    /// The namespace lab (arrives with issue 5).
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Test(args) => test::run(args),
+        Task::Bench(args) => bench::run(args),
+        Task::Lab { .. } => anyhow::bail!(
+            "the lab is not built yet (issue 5: podnet-lab); `cargo xtask test` runs what exists"
+        ),
+    }
+}
