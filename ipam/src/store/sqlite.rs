@@ -522,3 +522,7 @@ impl Watcher for SqliteWatcher {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "sqlite_tests.rs"]
+mod tests;

@@ -1,0 +1,339 @@
+//! IPAM behaviour on the embedded store: order, claiming, pinning, borrowing, release, GC.
+
+mod common;
+
+use common::{net, pool, seed_pool, store};
+use podnet_ipam::store::Optimistic;
+use podnet_ipam::{inspect, pod_handle, tunnel_handle, Error, Ipam, PoolSpec};
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn seed_layout_tunnel_gets_dot_zero_and_the_first_pod_dot_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, seed_pool());
+    for (node, tunnel) in [
+        ("sung-ubuntu01", "10.233.95.0"),
+        ("sung-ubuntu02", "10.233.91.0"),
+        ("sung-ubuntu03", "10.233.112.0"),
+        ("sung-ubuntu04", "10.233.99.0"),
+        ("sung-ubuntu05", "10.233.78.0"),
+    ] {
+        assert_eq!(ipam.allocate_tunnel(node).unwrap(), ip(tunnel), "{node}");
+    }
+    assert_eq!(
+        ipam.allocate("sung-ubuntu04", &pod_handle("ubuntu-test", "eth0"))
+            .unwrap(),
+        ip("10.233.99.1")
+    );
+    assert_eq!(
+        ipam.allocate("sung-ubuntu04", &pod_handle("other", "eth0"))
+            .unwrap(),
+        ip("10.233.99.2")
+    );
+    // The tunnel address is stable across agent restarts.
+    assert_eq!(
+        ipam.allocate_tunnel("sung-ubuntu04").unwrap(),
+        ip("10.233.99.0")
+    );
+    assert!(inspect::verify(&s).unwrap().is_empty());
+    let summary = inspect::summary(&s).unwrap();
+    assert_eq!(summary.pools[0].capacity_blocks, 64);
+    assert_eq!(summary.pools[0].claimed_blocks, 5);
+}
+
+#[test]
+fn fills_ordinal_zero_first_and_reuses_the_lowest_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, pool("10.0.0.0/16", 28));
+    let got: Vec<_> = (0..3)
+        .map(|i| ipam.allocate("n1", &format!("h{i}")).unwrap())
+        .collect();
+    assert_eq!(got, [ip("10.0.0.0"), ip("10.0.0.1"), ip("10.0.0.2")]);
+    assert_eq!(ipam.release("h1").unwrap(), Some(ip("10.0.0.1")));
+    assert_eq!(ipam.allocate("n1", "h3").unwrap(), ip("10.0.0.1"));
+}
+
+#[test]
+fn claims_a_new_block_when_full_and_nodes_get_their_own_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 30));
+    let n1: Vec<_> = (0..5)
+        .map(|i| ipam.allocate("n1", &format!("a{i}")).unwrap())
+        .collect();
+    assert_eq!(n1[3], ip("10.0.0.3"));
+    assert_eq!(
+        n1[4],
+        ip("10.0.0.4"),
+        "the fifth address comes from a second block"
+    );
+    assert_eq!(
+        ipam.allocate("n2", "b0").unwrap(),
+        ip("10.0.0.8"),
+        "n2 claims the next free block"
+    );
+    let blocks = inspect::summary(&s).unwrap().blocks;
+    let owners: Vec<_> = blocks
+        .iter()
+        .map(|b| (b.cidr.to_string(), b.node.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        owners,
+        [
+            ("10.0.0.0/30".to_string(), "n1".to_string()),
+            ("10.0.0.4/30".into(), "n1".into()),
+            ("10.0.0.8/30".into(), "n2".into())
+        ]
+    );
+}
+
+#[test]
+fn pinned_blocks_come_first_and_are_never_claimed_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let pins = BTreeMap::from([("n2".to_string(), vec![net("10.0.0.0/30")])]);
+    let ipam = Ipam::new(
+        &s,
+        PoolSpec::new(net("10.0.0.0/28"), 30, true, pins).unwrap(),
+    );
+    assert_eq!(
+        ipam.allocate("n1", "a").unwrap(),
+        ip("10.0.0.4"),
+        "n1 skips n2's pinned block"
+    );
+    assert_eq!(
+        ipam.allocate("n2", "b").unwrap(),
+        ip("10.0.0.0"),
+        "n2 starts in its pinned block"
+    );
+}
+
+#[test]
+fn borrows_from_other_nodes_unless_strict() {
+    for strict in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let spec = PoolSpec::new(net("10.0.0.0/29"), 30, strict, BTreeMap::new()).unwrap();
+        let ipam = Ipam::new(&s, spec);
+        ipam.allocate("n1", "a0").unwrap();
+        ipam.allocate("n2", "b0").unwrap(); // both blocks now claimed
+        for i in 1..4 {
+            ipam.allocate("n2", &format!("b{i}")).unwrap();
+        }
+        // n2's block is full and no block is left to claim.
+        let r = ipam.allocate("n2", "b4");
+        if strict {
+            match r {
+                Err(Error::PoolExhausted {
+                    pool,
+                    node,
+                    strict: true,
+                }) => {
+                    assert_eq!((pool, node.as_str()), (net("10.0.0.0/29"), "n2"));
+                }
+                other => panic!("strict pool should be exhausted for n2: {other:?}"),
+            }
+            assert!(!ipam.has_room("n2").unwrap());
+            assert!(ipam.has_room("n1").unwrap());
+        } else {
+            assert_eq!(r.unwrap(), ip("10.0.0.1"), "borrowed from n1's block");
+            let h = ipam.lookup("b4").unwrap().unwrap();
+            assert_eq!((h.node.as_str(), h.block), ("n2", net("10.0.0.0/30")));
+        }
+    }
+}
+
+#[test]
+fn exhausted_pool_names_the_pool_and_allocates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, pool("10.0.0.0/30", 30));
+    for i in 0..4 {
+        ipam.allocate("n", &format!("h{i}")).unwrap();
+    }
+    let rev = podnet_ipam::Datastore::revision(&s).unwrap();
+    let e = ipam.allocate("n", "h4").unwrap_err();
+    assert!(e.to_string().contains("10.0.0.0/30"), "{e}");
+    assert!(ipam.lookup("h4").unwrap().is_none());
+    assert_eq!(
+        podnet_ipam::Datastore::revision(&s).unwrap(),
+        rev,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn a_handle_holds_one_address_and_release_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 26));
+    ipam.allocate("n", "h").unwrap();
+    assert!(matches!(
+        ipam.allocate("n", "h"),
+        Err(Error::AlreadyAllocated(_))
+    ));
+    assert_eq!(ipam.release("h").unwrap(), Some(ip("10.0.0.0")));
+    assert_eq!(ipam.release("h").unwrap(), None);
+    assert_eq!(ipam.release("never-existed").unwrap(), None);
+}
+
+#[test]
+fn a_stale_release_cannot_free_an_address_given_out_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 26));
+    ipam.allocate("n", "old").unwrap();
+    let stale = ipam.lookup("old").unwrap().unwrap();
+    ipam.release("old").unwrap();
+    assert_eq!(ipam.allocate("n", "new").unwrap(), stale.address);
+    // Someone replays the old handle record (a crashed, retried DEL): the new holder keeps it.
+    let mut t = podnet_ipam::store::Txn::default();
+    t.put(
+        podnet_ipam::keys::handle("old"),
+        serde_json::to_string(&stale).unwrap(),
+    );
+    podnet_ipam::Datastore::txn(&s, &t).unwrap();
+    assert_eq!(
+        ipam.release("old").unwrap(),
+        None,
+        "stale sequence number frees nothing"
+    );
+    assert_eq!(ipam.lookup("new").unwrap().unwrap().address, stale.address);
+    assert!(inspect::verify(&s).unwrap().is_empty());
+}
+
+#[test]
+fn gc_frees_only_this_nodes_invalid_pod_handles() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 28));
+    ipam.allocate_tunnel("n1").unwrap();
+    for c in ["keep", "drop1", "drop2"] {
+        ipam.allocate("n1", &pod_handle(c, "eth0")).unwrap();
+    }
+    ipam.allocate("n2", &pod_handle("elsewhere", "eth0"))
+        .unwrap();
+    let valid = HashSet::from([pod_handle("keep", "eth0")]);
+    let report = ipam.gc("n1", &valid).unwrap();
+    let mut released: Vec<_> = report.released.iter().map(|(h, _)| h.clone()).collect();
+    released.sort();
+    assert_eq!(
+        released,
+        [pod_handle("drop1", "eth0"), pod_handle("drop2", "eth0")]
+    );
+    assert!(report.errors.is_empty());
+    for kept in [
+        tunnel_handle("n1"),
+        pod_handle("keep", "eth0"),
+        pod_handle("elsewhere", "eth0"),
+    ] {
+        assert!(ipam.lookup(&kept).unwrap().is_some(), "{kept}");
+    }
+    // A pool's GC leaves other pools' handles alone.
+    let other = Ipam::new(&s, pool("10.1.0.0/24", 28));
+    other
+        .allocate("n1", &pod_handle("other-pool", "eth0"))
+        .unwrap();
+    ipam.gc("n1", &valid).unwrap();
+    assert!(other
+        .lookup(&pod_handle("other-pool", "eth0"))
+        .unwrap()
+        .is_some());
+}
+
+#[test]
+fn conflicting_pool_configs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    Ipam::new(&s, pool("10.0.0.0/16", 26))
+        .allocate("n", "a")
+        .unwrap();
+    let e = Ipam::new(&s, pool("10.0.0.0/16", 24))
+        .allocate("n", "b")
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::PoolMismatch {
+                stored: 26,
+                wanted: 24,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = Ipam::new(&s, pool("10.0.128.0/17", 26))
+        .allocate("n", "c")
+        .unwrap_err();
+    assert!(matches!(e, Error::PoolOverlap { .. }), "{e:?}");
+    let pins = |n: &str| BTreeMap::from([(n.to_string(), vec![net("10.0.5.0/26")])]);
+    Ipam::new(
+        &s,
+        PoolSpec::new(net("10.0.0.0/16"), 26, false, pins("n1")).unwrap(),
+    )
+    .allocate("n1", "d")
+    .unwrap();
+    let e = Ipam::new(
+        &s,
+        PoolSpec::new(net("10.0.0.0/16"), 26, false, pins("n2")).unwrap(),
+    )
+    .allocate("n2", "e")
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::InvalidPool(_)),
+        "a block pinned to two nodes: {e:?}"
+    );
+}
+
+#[test]
+fn bad_node_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, pool("10.0.0.0/16", 26));
+    for bad in ["", "a/b", "a b"] {
+        assert!(
+            matches!(ipam.allocate(bad, "h"), Err(Error::InvalidName { .. })),
+            "{bad:?}"
+        );
+    }
+}
+
+/// Threads allocating at once through optimistic CAS (the etcd path) never share an address.
+#[test]
+fn optimistic_concurrent_allocation_hands_out_distinct_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let s = Optimistic(
+                    podnet_ipam::store::sqlite::SqliteStore::open(&path, Default::default())
+                        .unwrap(),
+                );
+                let ipam = Ipam::new(&s, pool("10.0.0.0/22", 28));
+                (0..25)
+                    .map(|i| {
+                        ipam.allocate(&format!("n{}", t % 3), &format!("t{t}-{i}"))
+                            .unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let all: Vec<Ipv4Addr> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let distinct: HashSet<_> = all.iter().collect();
+    assert_eq!(distinct.len(), 200);
+    let s = podnet_ipam::store::sqlite::SqliteStore::open(&path, Default::default()).unwrap();
+    assert!(inspect::verify(&s).unwrap().is_empty());
+}
