@@ -33,3 +33,112 @@ pub fn seed_pool() -> PoolSpec {
         .collect();
     PoolSpec::new(net("10.233.64.0/18"), 24, false, node_blocks).unwrap()
 }
+
+/// One exec of the `podnet-ipam` binary, as a runtime does it.
+pub struct Call {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Call {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {:?} / {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// The CNI error code, asserting this is an error reply.
+    pub fn error_code(&self) -> u64 {
+        assert_ne!(self.code, 0, "expected an error: {}", self.stdout);
+        self.json()["code"]
+            .as_u64()
+            .expect("error replies have a code")
+    }
+
+    pub fn address(&self) -> String {
+        assert_eq!(self.code, 0, "{} {}", self.stdout, self.stderr);
+        self.json()["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_podnet-ipam");
+
+/// Builds the environment of a call: `CNI_COMMAND`, a container ID, `eth0`, plus `extra`
+/// (an empty value removes the variable).
+pub fn command(verb: &str, container: &str, extra: &[(&str, &str)]) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.env_clear()
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", "/var/run/netns/test")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/opt/cni/bin")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in extra {
+        if v.is_empty() {
+            c.env_remove(k);
+        } else {
+            c.env(k, v);
+        }
+    }
+    c
+}
+
+pub fn cni(verb: &str, container: &str, extra: &[(&str, &str)], stdin: &str) -> Call {
+    use std::io::Write;
+    let mut child = command(verb, container, extra)
+        .spawn()
+        .expect("start podnet-ipam");
+    // A plugin that rejects its environment exits without reading stdin (as skel does).
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    Call {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+/// A network config whose ipam object is `ipam` merged over a default for `store`.
+pub fn config(version: &str, store: &std::path::Path, ipam: serde_json::Value) -> String {
+    let mut base = serde_json::json!({
+        "type": "podnet-ipam",
+        "pool": "10.100.0.0/16",
+        "blockSize": 26,
+        "nodename": "node1",
+        "datastore": {"type": "sqlite", "path": store},
+    });
+    for (k, v) in ipam.as_object().unwrap() {
+        base[k] = v.clone();
+    }
+    serde_json::json!({"cniVersion": version, "name": "test", "type": "podnet", "ipam": base})
+        .to_string()
+}
+
+/// The pod handles in the store at `path` (none if it was never created).
+pub fn pod_handles(path: &std::path::Path) -> Vec<String> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    let s = SqliteStore::open(path, Options::default()).unwrap();
+    podnet_ipam::Datastore::list(&s, podnet_ipam::keys::HANDLES)
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            kv.key
+                .trim_start_matches(podnet_ipam::keys::HANDLES)
+                .to_string()
+        })
+        .filter(|h| h.starts_with("podnet."))
+        .collect()
+}
