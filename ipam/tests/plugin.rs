@@ -184,7 +184,8 @@ fn bad_input_gets_the_right_code_and_allocates_nothing() {
     let db = dir.path().join("store.db");
     let good = config("1.0.0", &db, json!({}));
     let with = |ipam: serde_json::Value| config("1.0.0", &db, ipam);
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, u64)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u64);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", "{\"cniVersion\":".into(), vec![], 6),
         (
             "no ipam",

@@ -13,6 +13,7 @@ use super::{
     prefix_end, Compare, Datastore, Event, KeyValue, Listing, LockedTxn, Op, Reader, Revision,
     StoreError, Txn, TxnOutcome, WatchBatch, Watcher,
 };
+use rusqlite::config::DbConfig;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use std::fs::{DirBuilder, OpenOptions};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -160,6 +161,11 @@ fn connect(path: &Path, options: &Options) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(err("open"))?;
     conn.busy_timeout(options.busy_timeout)
+        .map_err(err("configure"))?;
+    // Each CNI call is a short-lived process and usually the store's last connection; a
+    // checkpoint at every close would fsync the database and delete the WAL each time. Closing
+    // truncates the WAL only once it has grown (see `Drop`).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
         .map_err(err("configure"))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -410,6 +416,26 @@ impl Datastore for SqliteStore {
 
     fn describe(&self) -> String {
         self.path.display().to_string()
+    }
+}
+
+/// Past this WAL size, closing the store checkpoints and truncates the WAL. The first
+/// connection to open a store must read the whole WAL to rebuild its index, and SQLite forgets
+/// what was checkpointed when the last connection closes, so without this a store used only by
+/// short-lived processes (CNI calls) would grow its WAL, and every call's open cost, forever.
+const WAL_TRUNCATE_AT: u64 = 256 * 1024;
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let big = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_TRUNCATE_AT);
+        if big {
+            let conn = self.conn();
+            // Never wait here: if others are busy, one of them truncates later.
+            let _ = conn.busy_timeout(Duration::ZERO);
+            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)");
+        }
     }
 }
 

@@ -61,6 +61,14 @@ impl Plugin {
         Ok(took)
     }
 
+    /// The cost of starting the binary at all: VERSION touches no state.
+    fn floor(&self, n: usize) -> Result<Duration> {
+        let samples = (0..n)
+            .map(|_| self.exec("VERSION", "floor"))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Stats::new(samples).median())
+    }
+
     fn round(&mut self, container: &str) -> Result<()> {
         let add = self.exec("ADD", container)?;
         let del = self.exec("DEL", container)?;
@@ -152,6 +160,12 @@ pub fn run(args: Args) -> Result<()> {
     println!(
         "ratio podnet-ipam / host-local, ADD+DEL median: {ratio:.2}x (target <= 0.50x: {})",
         verdict(ratio <= 0.5)
+    );
+
+    println!(
+        "process start floor (VERSION median): podnet-ipam {}, host-local {}",
+        ms(podnet.floor(100)?),
+        ms(host_local.floor(100)?)
     );
 
     println!("\n== in-process allocate+release ({} pairs) ==", args.pairs);
