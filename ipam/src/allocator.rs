@@ -202,6 +202,10 @@ impl<'a> Ipam<'a> {
             None => {
                 for kv in r.list(keys::POOLS)? {
                     let other: PoolRecord = decode(self.store, &kv)?;
+                    if other.cidr == self.pool.cidr() {
+                        // Created since our read of its key: that read's compare fails the commit.
+                        continue;
+                    }
                     if other.cidr.contains(&self.pool.cidr())
                         || self.pool.cidr().contains(&other.cidr)
                     {

@@ -86,8 +86,17 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         prepare_file(&path)?;
-        let conn = connect(&path, &options)?;
-        migrate(&conn, &path)?;
+        // Switching a new file to WAL and first-opener WAL recovery can answer SQLITE_BUSY at
+        // once, without SQLite's busy handler, while other processes open the same store.
+        let deadline = Instant::now() + options.busy_timeout;
+        let conn = loop {
+            match connect(&path, &options).and_then(|c| migrate(&c, &path).map(|()| c)) {
+                Err(StoreError::Busy { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => break other?,
+            }
+        };
         Ok(SqliteStore {
             path,
             options,
@@ -210,13 +219,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 /// Migrates up to `target` (tests make older stores with a smaller target).
 pub(crate) fn migrate_to(conn: &Connection, path: &Path, target: i64) -> Result<(), StoreError> {
-    let err = |action| {
-        move |source| StoreError::Sqlite {
-            action,
-            path: path.display().to_string(),
-            source,
-        }
-    };
+    let err = |action| move |e| sql_error(path, &Options::default(), action, e);
     let newer = |v: i64| {
         StoreError::Refused {
         path: path.display().to_string(),

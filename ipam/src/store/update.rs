@@ -16,7 +16,8 @@ const MAX_ATTEMPTS: u32 = 200;
 /// Otherwise every key the plan read becomes a compare (`ModRevision` or `Absent`), and the
 /// plan is run again from scratch after a conflict, with a short randomised backoff. The plan
 /// must therefore be free of side effects other than its reads. An error from the plan aborts
-/// with nothing written. An empty transaction commits nothing and returns the store revision 0.
+/// with nothing written; on the optimistic path only once its reads are confirmed current, since
+/// separate reads are not one snapshot and a refusal made on a torn view may be wrong. An empty transaction commits nothing and returns the store revision 0.
 pub fn update<E, F>(store: &dyn Datastore, mut plan: F) -> Result<Revision, E>
 where
     E: From<StoreError>,
@@ -32,8 +33,18 @@ where
                 let mut recorder = Recorder {
                     store,
                     seen: BTreeMap::new(),
+                    lists: Vec::new(),
                 };
-                let mut txn = plan(&mut recorder)?;
+                let mut txn = match plan(&mut recorder) {
+                    Ok(txn) => txn,
+                    // A refusal decided on reads that have changed since may be wrong: the
+                    // reads were not one snapshot. Run the plan again on fresh reads.
+                    Err(_) if !recorder.still_current()? => {
+                        backoff(attempt);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
                 if txn.is_empty() {
                     return Ok(0);
                 }
@@ -65,13 +76,37 @@ fn backoff(attempt: u32) {
     std::thread::sleep(Duration::from_micros(seed % cap_us.min(20_000)));
 }
 
-/// A reader that remembers the revision of every key it saw (0 for absent).
+/// A reader that remembers the revision of every key it saw (0 for absent), and every listing.
 struct Recorder<'a> {
     store: &'a dyn Datastore,
     seen: BTreeMap<String, Revision>,
+    lists: Vec<(String, Vec<(String, Revision)>)>,
 }
 
 impl Recorder<'_> {
+    /// True if every key read still has the revision seen and every prefix still lists the
+    /// same keys at the same revisions (so no key appeared under it either).
+    fn still_current(&self) -> Result<bool, StoreError> {
+        for (key, rev) in &self.seen {
+            if self.store.get(key)?.map_or(0, |kv| kv.mod_revision) != *rev {
+                return Ok(false);
+            }
+        }
+        for (prefix, listed) in &self.lists {
+            if self
+                .store
+                .list(prefix)?
+                .kvs
+                .iter()
+                .map(|kv| (kv.key.clone(), kv.mod_revision))
+                .ne(listed.iter().cloned())
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     fn compares(self) -> impl Iterator<Item = Compare> {
         self.seen.into_iter().map(|(key, rev)| match rev {
             0 => Compare::Absent(key),
@@ -96,6 +131,12 @@ impl Reader for Recorder<'_> {
         for kv in &listing.kvs {
             self.seen.entry(kv.key.clone()).or_insert(kv.mod_revision);
         }
+        let listed = listing
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.mod_revision))
+            .collect();
+        self.lists.push((prefix.to_string(), listed));
         Ok(listing.kvs)
     }
 }
