@@ -1,0 +1,179 @@
+//! IPv4 routes in the main table: add (or replace), list, delete. Routes podnet makes carry
+//! its own protocol number, [`ROUTE_PROTOCOL`], so it can tell what it owns.
+
+use crate::{Netlink, Result};
+use ipnet::Ipv4Net;
+use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
+};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
+use rtnetlink::RouteMessageBuilder;
+use std::net::Ipv4Addr;
+
+/// podnet's route protocol number (`ip route ... proto 118`): unused by iproute2's table.
+pub const ROUTE_PROTOCOL: u8 = 118;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RouteKind {
+    Unicast,
+    Blackhole,
+}
+
+/// A route to make.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteSpec {
+    pub dst: Ipv4Net,
+    pub kind: RouteKind,
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface index.
+    pub oif: Option<u32>,
+    /// `scope link` (a directly reachable destination) rather than universe.
+    pub scope_link: bool,
+    /// `onlink`: use the gateway even if no route says it is reachable on `oif`.
+    pub onlink: bool,
+    pub protocol: u8,
+}
+
+/// A route as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub dst: Ipv4Net,
+    pub kind: RouteKind,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+    pub scope_link: bool,
+    pub onlink: bool,
+    pub protocol: u8,
+}
+
+impl RouteSpec {
+    fn message(&self) -> RouteMessage {
+        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(self.dst.network(), self.dst.prefix_len())
+            .protocol(RouteProtocol::from(self.protocol))
+            .kind(match self.kind {
+                RouteKind::Unicast => RouteType::Unicast,
+                RouteKind::Blackhole => RouteType::BlackHole,
+            })
+            .scope(if self.scope_link {
+                RouteScope::Link
+            } else {
+                RouteScope::Universe
+            });
+        if let Some(gw) = self.gateway {
+            b = b.gateway(gw);
+        }
+        if let Some(oif) = self.oif {
+            b = b.output_interface(oif);
+        }
+        if self.onlink {
+            b = b.onlink();
+        }
+        b.build()
+    }
+
+    fn describe(&self) -> String {
+        let mut s = match self.kind {
+            RouteKind::Blackhole => format!("blackhole {}", self.dst),
+            RouteKind::Unicast => self.dst.to_string(),
+        };
+        if let Some(gw) = self.gateway {
+            s.push_str(&format!(" via {gw}"));
+        }
+        if let Some(oif) = self.oif {
+            s.push_str(&format!(" dev #{oif}"));
+        }
+        if self.scope_link {
+            s.push_str(" scope link");
+        }
+        if self.onlink {
+            s.push_str(" onlink");
+        }
+        s
+    }
+}
+
+impl Netlink {
+    /// Adds the route; with `replace`, replaces a route to the same destination instead of
+    /// failing with EEXIST.
+    pub fn add_route(&mut self, route: &RouteSpec, replace: bool) -> Result<()> {
+        let flags = if replace {
+            NLM_F_CREATE | NLM_F_REPLACE
+        } else {
+            NLM_F_CREATE | NLM_F_EXCL
+        };
+        self.execute(
+            &format!("add route {}", route.describe()),
+            RouteNetlinkMessage::NewRoute(route.message()),
+            flags,
+        )
+    }
+
+    /// Deletes the main-table route to `dst` made by `protocol` (any scope, type, gateway).
+    pub fn delete_route(&mut self, dst: Ipv4Net, protocol: u8) -> Result<()> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = AddressFamily::Inet;
+        msg.header.table = RouteHeader::RT_TABLE_MAIN;
+        msg.header.destination_prefix_length = dst.prefix_len();
+        msg.header.protocol = RouteProtocol::from(protocol);
+        msg.header.scope = RouteScope::NoWhere;
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(
+                dst.network(),
+            )));
+        self.execute(
+            &format!("delete route {dst}"),
+            RouteNetlinkMessage::DelRoute(msg),
+            0,
+        )
+    }
+
+    /// Every IPv4 route of the main table.
+    pub fn routes(&mut self) -> Result<Vec<Route>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        let replies = self.dump("list routes", RouteNetlinkMessage::GetRoute(req))?;
+        let mut out = Vec::new();
+        for m in replies {
+            let RouteNetlinkMessage::NewRoute(r) = m else {
+                continue;
+            };
+            let mut table = u32::from(r.header.table);
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            let mut gateway = None;
+            let mut oif = None;
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    _ => {}
+                }
+            }
+            let kind = match r.header.kind {
+                RouteType::Unicast => RouteKind::Unicast,
+                RouteType::BlackHole => RouteKind::Blackhole,
+                _ => continue,
+            };
+            if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+                continue;
+            }
+            let Ok(dst) = Ipv4Net::new(dst, r.header.destination_prefix_length) else {
+                continue;
+            };
+            out.push(Route {
+                dst,
+                kind,
+                gateway,
+                oif,
+                scope_link: r.header.scope == RouteScope::Link,
+                onlink: r.header.flags.contains(RouteFlags::Onlink),
+                protocol: u8::from(r.header.protocol),
+            });
+        }
+        Ok(out)
+    }
+}
