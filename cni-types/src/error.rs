@@ -21,6 +21,8 @@ pub mod code {
     pub const ALREADY_ALLOCATED: u32 = 101;
     /// podnet: CHECK found the state differs from prevResult.
     pub const CHECK_FAILED: u32 = 102;
+    /// podnet: an interface name the attachment needs is already taken.
+    pub const INTERFACE_EXISTS: u32 = 103;
     /// podnet: any other internal failure.
     pub const INTERNAL: u32 = 110;
 }

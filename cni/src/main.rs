@@ -1,24 +1,80 @@
-//! `podnet`: the CNI main plugin (veth pair, /32 route, Calico's pod dataplane).
-//!
-//! Not built yet (issue 3): it answers VERSION and refuses every other verb with a clear CNI
-//! error instead of pretending to work.
+//! `podnet`: the CNI main plugin binary. Reads the runtime's environment and stdin, runs the
+//! verb, writes exactly one JSON reply to stdout. Logs go to a file (the config's `log`), or to
+//! stderr if the file can't be opened; never to stdout.
 
+use podnet_cni::config::{LogConf, NetConf};
 use podnet_cni_types::{code, reply::reply, CniEnv, CniError, CniVersion, Command};
+use std::io::Read;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    match CniEnv::from_process() {
-        Ok(env) if env.command == Command::Version => reply(
-            CniVersion::LATEST,
-            Ok(CniVersion::version_reply(CniVersion::LATEST.as_str())),
-        ),
-        Ok(env) => reply(
-            CniVersion::LATEST,
-            Err(CniError::new(
-                code::INTERNAL,
-                format!("podnet {:?} is not implemented yet", env.command),
-            )),
-        ),
-        Err(e) => reply(CniVersion::LATEST, Err(e)),
+    let env = match CniEnv::from_process() {
+        Ok(env) => env,
+        Err(e) => {
+            if std::env::var_os("CNI_COMMAND").is_none() {
+                eprintln!("podnet is a CNI plugin run by a container runtime; see the README for its network config");
+            }
+            return reply(CniVersion::LATEST, Err(e));
+        }
+    };
+    let mut stdin = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        let err = CniError::new(code::IO_FAILURE, "read the network config from stdin")
+            .with_details(e.to_string());
+        return reply(CniVersion::LATEST, Err(err));
+    }
+    if env.command == Command::Version {
+        let asked = serde_json::from_slice::<serde_json::Value>(&stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| CniVersion::LATEST.to_string());
+        return reply(CniVersion::LATEST, Ok(CniVersion::version_reply(&asked)));
+    }
+    let conf = match NetConf::parse(&stdin) {
+        Ok(c) => c,
+        Err(e) => {
+            return reply(
+                CniVersion::from_config(&stdin).unwrap_or(CniVersion::LATEST),
+                Err(e),
+            )
+        }
+    };
+    init_logging(&conf.log);
+    let span = tracing::info_span!(
+        "cni",
+        command = ?env.command,
+        container = %env.container_id,
+        ifname = %env.ifname,
+        netns = env.netns.as_deref().unwrap_or("-"),
+    );
+    let _entered = span.enter();
+    let outcome = podnet_cni::run(&env, &conf);
+    match &outcome {
+        Ok(_) => tracing::info!("done"),
+        Err(e) => tracing::error!("{e}"),
+    }
+    reply(conf.version, outcome)
+}
+
+/// A blocking writer to the log file (nothing to flush at exit), or stderr if it can't be
+/// opened.
+fn init_logging(log: &LogConf) {
+    let level = log.level.parse().unwrap_or(tracing::Level::INFO);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false);
+    if let Some(dir) = log.file.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log.file)
+    {
+        Ok(file) => builder.with_writer(std::sync::Mutex::new(file)).init(),
+        Err(e) => {
+            builder.with_writer(std::io::stderr).init();
+            tracing::warn!("log file {}: {e}; logging to stderr", log.file.display());
+        }
     }
 }

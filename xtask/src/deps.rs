@@ -23,6 +23,12 @@ pub const IPROUTE2: Package = Package {
     provides: "/usr/sbin/ip",
 };
 
+/// `ping`, for tests that prove packets flow.
+pub const PING: Package = Package {
+    name: "iputils-ping",
+    provides: "/usr/bin/ping",
+};
+
 /// Installs the packages whose file is missing, with one `apt-get update` first.
 pub fn ensure(packages: &[&Package]) -> Result<()> {
     let missing: Vec<&str> = packages

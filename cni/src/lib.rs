@@ -1,0 +1,51 @@
+//! `podnet`, the CNI main plugin: Calico's pod dataplane. Each pod gets a veth pair: the pod
+//! end (`eth0`) holds the pod's /32 and a default route via 169.254.1.1; the host end
+//! (`cali` + 11 hex digits) answers for 169.254.1.1 by proxy ARP and carries the node's route
+//! to the /32. Addresses come from `podnet-ipam` in-process or from a delegated IPAM plugin.
+//!
+//! [`run`] is the whole plugin given the environment and stdin; `main` adds logging and the
+//! reply. Netlink goes through `podnet-netlink` (synchronous: the plugin lives milliseconds).
+
+pub mod config;
+pub mod dataplane;
+pub mod error;
+pub mod ipam;
+pub mod mtu;
+pub mod naming;
+pub mod verbs;
+
+use config::NetConf;
+use podnet_cni_types::{code, CniEnv, CniError, CniVersion, Command};
+
+/// Runs one CNI call: the version to answer in, and the reply body or error.
+pub fn run(env: &CniEnv, conf: &NetConf) -> Result<serde_json::Value, CniError> {
+    let v = conf.version;
+    let needs = |since: CniVersion, verb: &str| {
+        if v >= since {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("config version {v} does not allow {verb} (needs {since} or later)"),
+            ))
+        }
+    };
+    let outcome = match env.command {
+        Command::Add => verbs::add::add(env, conf).map(|r| r.to_json(v)),
+        Command::Del => verbs::del::del(env, conf).map(|()| serde_json::Value::Null),
+        Command::Check => {
+            needs(CniVersion::V0_4_0, "CHECK")?;
+            verbs::check::check(env, conf).map(|()| serde_json::Value::Null)
+        }
+        Command::Gc => {
+            needs(CniVersion::V1_1_0, "GC")?;
+            verbs::gc::gc(env, conf).map(|()| serde_json::Value::Null)
+        }
+        Command::Status => {
+            needs(CniVersion::V1_1_0, "STATUS")?;
+            verbs::status::status(env, conf).map(|()| serde_json::Value::Null)
+        }
+        Command::Version => return Ok(CniVersion::version_reply(v.as_str())),
+    };
+    outcome.map_err(|e| e.to_cni())
+}

@@ -1,0 +1,72 @@
+//! Names and labels of a pod's interfaces, as Calico makes them.
+
+use podnet_cni_types::CniArgs;
+use sha1::{Digest, Sha1};
+
+/// The MAC of every host-side veth (Calico's): the node answers for the pod's gateway.
+pub const HOST_MAC: [u8; 6] = [0xee; 6];
+/// The pod's gateway, answered by proxy ARP on the host-side veth.
+pub const GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 1, 1);
+
+/// `cali` + the first 11 hex digits of sha1("<namespace>.<pod>") when the runtime names the
+/// pod (Kubernetes), else of the container ID (podman sends only `K8S_POD_NAME`).
+pub fn host_veth_name(args: &CniArgs, container_id: &str) -> String {
+    let key = match (args.get("K8S_POD_NAMESPACE"), args.get("K8S_POD_NAME")) {
+        (Some(ns), Some(pod)) if !ns.is_empty() && !pod.is_empty() => format!("{ns}.{pod}"),
+        _ => container_id.to_string(),
+    };
+    let digest = Sha1::digest(key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cali{}", &hex[..11])
+}
+
+/// The label (`ifalias`) on a host-side veth, naming the attachment it serves, so DEL and GC
+/// never touch a `cali*` device that is not this attachment's.
+pub fn attachment_alias(container_id: &str, ifname: &str) -> String {
+    format!("podnet:{container_id}:{ifname}")
+}
+
+/// The attachment a host-side veth's label names.
+pub fn parse_alias(alias: &str) -> Option<(&str, &str)> {
+    let rest = alias.strip_prefix("podnet:")?;
+    rest.rsplit_once(':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_names() {
+        let k8s = |ns: &str, pod: &str| {
+            CniArgs::parse(&format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod}"
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            host_veth_name(&k8s("default", "ubuntu-test"), "x"),
+            "calie3df4d89b13"
+        );
+        assert_eq!(
+            host_veth_name(&k8s("default", "multi-container"), "x"),
+            "calib4cfe5eb958"
+        );
+    }
+
+    #[test]
+    fn without_a_namespace_the_container_id_names_it() {
+        let podman = CniArgs::parse("IgnoreUnknown=1;K8S_POD_NAME=web").unwrap();
+        let a = host_veth_name(&podman, "abc");
+        assert_eq!(a, host_veth_name(&CniArgs::default(), "abc"));
+        assert_ne!(a, host_veth_name(&podman, "abd"));
+        assert_eq!(a.len(), 15, "fits IFNAMSIZ");
+    }
+
+    #[test]
+    fn alias_round_trip() {
+        let a = attachment_alias("c0ffee.1", "eth0");
+        assert_eq!(parse_alias(&a), Some(("c0ffee.1", "eth0")));
+        assert_eq!(parse_alias("something else"), None);
+    }
+}

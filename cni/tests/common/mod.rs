@@ -1,0 +1,256 @@
+//! A node namespace to run the `podnet` binary in, pods to attach, and ways to look at the
+//! result through netlink (not through the plugin's own answer).
+#![allow(dead_code)]
+
+use podnet_netlink::netns::OwnedNetns;
+use podnet_netlink::{Link, Netlink, Netns, Route, RouteKind, RouteSpec, VethSpec};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_podnet");
+pub const NODE_IP: &str = "192.168.110.103";
+
+/// The answer of one plugin run.
+pub struct Call {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Call {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}): {:?} / {}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+    pub fn ok(&self) -> Value {
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: {} {}",
+            self.stdout, self.stderr
+        );
+        if self.stdout.is_empty() {
+            Value::Null
+        } else {
+            self.json()
+        }
+    }
+    pub fn error_code(&self) -> u64 {
+        assert_ne!(self.code, 0, "expected an error, got {}", self.stdout);
+        self.json()["code"]
+            .as_u64()
+            .expect("error replies carry a code")
+    }
+    pub fn address(&self) -> String {
+        self.ok()["ips"][0]["address"]
+            .as_str()
+            .unwrap()
+            .trim_end_matches("/32")
+            .to_string()
+    }
+}
+
+/// A node: a namespace with `ens3` (mtu 1500, 192.168.110.103/16, default route), a state
+/// folder with the datastore and logs.
+pub struct Node {
+    pub ns: OwnedNetns,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// A unique name for this process and tag.
+pub fn unique(tag: &str) -> String {
+    format!("pncni{}-{tag}", std::process::id())
+}
+
+impl Node {
+    pub fn new(tag: &str) -> Node {
+        let name = unique(tag);
+        let ns = OwnedNetns::named(&name).unwrap();
+        let mut nl = ns.run(Netlink::open).unwrap().unwrap();
+        nl.add_veth(&VethSpec {
+            name: "ens3",
+            mac: None,
+            mtu: 1500,
+            alias: None,
+            peer_name: "fabric0",
+            peer_netns: None,
+        })
+        .unwrap();
+        for l in ["lo", "ens3", "fabric0"] {
+            let link = nl.link(l).unwrap().unwrap();
+            nl.set_up(link.index).unwrap();
+        }
+        let ens3 = nl.link("ens3").unwrap().unwrap();
+        nl.add_address(ens3.index, format!("{NODE_IP}/16").parse().unwrap())
+            .unwrap();
+        nl.add_route(
+            &RouteSpec {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                kind: RouteKind::Unicast,
+                gateway: Some("192.168.0.1".parse().unwrap()),
+                oif: Some(ens3.index),
+                scope_link: false,
+                onlink: true,
+                protocol: 4,
+            },
+            false,
+        )
+        .unwrap();
+        Node {
+            ns,
+            name,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store.db")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("podnet.log")
+    }
+
+    /// A pod namespace, removed when dropped.
+    pub fn pod(&self, tag: &str) -> OwnedNetns {
+        OwnedNetns::named(&format!("{}-{tag}", self.name)).unwrap()
+    }
+
+    /// The network config: podnet with in-process podnet-ipam on the seed's pool, with
+    /// `extra` merged over the top level.
+    pub fn conf(&self, version: &str, extra: Value) -> String {
+        let mut c = json!({
+            "cniVersion": version,
+            "name": "k8s-pod-network",
+            "type": "podnet",
+            "nodename": "sung-ubuntu04",
+            "stateDir": self.dir.path().join("state"),
+            "log": {"file": self.log(), "level": "debug"},
+            "datastore": {"type": "sqlite", "path": self.store()},
+            "ipam": {"type": "podnet-ipam", "pool": "10.233.64.0/18", "blockSize": 24,
+                     "nodeBlocks": {"sung-ubuntu04": ["10.233.99.0/24"]}},
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        c.to_string()
+    }
+
+    /// Runs `podnet` inside the node namespace as a runtime does. `env` overrides (an empty
+    /// value removes the variable).
+    pub fn cni(
+        &self,
+        verb: &str,
+        container: &str,
+        pod: Option<&Netns>,
+        env: &[(&str, &str)],
+        stdin: &str,
+    ) -> Call {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path()))
+            .arg(BIN)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("CNI_COMMAND", verb)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/usr/lib/cni")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(p) = pod {
+            c.env("CNI_NETNS", p.path());
+        }
+        for (k, v) in env {
+            if v.is_empty() {
+                c.env_remove(k);
+            } else {
+                c.env(k, v);
+            }
+        }
+        let mut child = c.spawn().expect("start podnet");
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        let out = child.wait_with_output().unwrap();
+        Call {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(out.stdout).unwrap(),
+            stderr: String::from_utf8(out.stderr).unwrap(),
+        }
+    }
+
+    pub fn netlink(&self) -> Netlink {
+        self.ns.run(Netlink::open).unwrap().unwrap()
+    }
+
+    /// The node's `cali*` links.
+    pub fn cali_links(&self) -> Vec<Link> {
+        self.netlink()
+            .links()
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.name.starts_with("cali"))
+            .collect()
+    }
+
+    /// The node's routes to single addresses in the pod pool.
+    pub fn pod_routes(&self) -> Vec<Route> {
+        let pool: ipnet::Ipv4Net = "10.233.64.0/18".parse().unwrap();
+        self.netlink()
+            .routes()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.dst.prefix_len() == 32 && pool.contains(&r.dst))
+            .collect()
+    }
+
+    /// Pod handles in the datastore.
+    pub fn handles(&self) -> Vec<String> {
+        handles(&self.store())
+    }
+}
+
+pub fn handles(store: &Path) -> Vec<String> {
+    if !store.exists() {
+        return Vec::new();
+    }
+    let s = podnet_ipam::store::sqlite::SqliteStore::open(store, Default::default()).unwrap();
+    podnet_ipam::Datastore::list(&s, podnet_ipam::keys::HANDLES)
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            kv.key
+                .trim_start_matches(podnet_ipam::keys::HANDLES)
+                .to_string()
+        })
+        .filter(|h| h.starts_with("podnet."))
+        .collect()
+}
+
+/// `ping -c1` from inside `netns`; true if answered.
+pub fn ping(netns: &Netns, to: &str) -> bool {
+    Command::new("nsenter")
+        .arg(format!("--net={}", netns.path()))
+        .args(["ping", "-c", "1", "-W", "2", to])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+pub fn k8s(ns: &str, pod: &str) -> String {
+    format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID=x"
+    )
+}
