@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 /// The IPAM a config names.
 pub enum Ipam {
-    InProcess(own::NetConf),
+    InProcess(Box<own::NetConf>),
     Delegate { binary: PathBuf, doc: Vec<u8> },
 }
 
@@ -19,7 +19,7 @@ impl Ipam {
     /// `podnet-ipam` runs in-process; any other `ipam.type` must be found in `CNI_PATH`.
     pub fn for_conf(env: &CniEnv, conf: &NetConf) -> Result<Ipam, CniError> {
         if conf.ipam_in_process() {
-            return own::NetConf::parse(&conf.ipam_document()).map(Ipam::InProcess);
+            return own::NetConf::parse(&conf.ipam_document()).map(|c| Ipam::InProcess(Box::new(c)));
         }
         let binary = env
             .path
