@@ -19,7 +19,8 @@ impl Ipam {
     /// `podnet-ipam` runs in-process; any other `ipam.type` must be found in `CNI_PATH`.
     pub fn for_conf(env: &CniEnv, conf: &NetConf) -> Result<Ipam, CniError> {
         if conf.ipam_in_process() {
-            return own::NetConf::parse(&conf.ipam_document()).map(|c| Ipam::InProcess(Box::new(c)));
+            return own::NetConf::parse(&conf.ipam_document())
+                .map(|c| Ipam::InProcess(Box::new(c)));
         }
         let binary = env
             .path

@@ -29,6 +29,12 @@ pub const PING: Package = Package {
     provides: "/usr/bin/ping",
 };
 
+/// The `sqlite3` shell, which tests use to hold a datastore's lock from another process.
+pub const SQLITE3: Package = Package {
+    name: "sqlite3",
+    provides: "/usr/bin/sqlite3",
+};
+
 /// Installs the packages whose file is missing, with one `apt-get update` first.
 pub fn ensure(packages: &[&Package]) -> Result<()> {
     let missing: Vec<&str> = packages

@@ -3,7 +3,7 @@
 //! `#[ignore = "needs root"]`) as root. Root tests are never skipped silently: without root
 //! and without sudo this fails and says why.
 
-use crate::deps::{self, CNI_PLUGINS, IPROUTE2, PING};
+use crate::deps::{self, CNI_PLUGINS, IPROUTE2, PING, SQLITE3};
 use crate::sh::{self, cargo, execute, have, is_root};
 use anyhow::{bail, Result};
 
@@ -18,7 +18,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    deps::ensure(&[&CNI_PLUGINS, &IPROUTE2, &PING])?;
+    deps::ensure(&[&CNI_PLUGINS, &IPROUTE2, &PING, &SQLITE3])?;
     if !args.no_lint {
         lint_workflows()?;
     }
