@@ -130,50 +130,78 @@ impl Netlink {
         )
     }
 
+    /// The kernel's own route lookup for `dst` (`ip route get`): the route a packet to it
+    /// would take from this namespace, or `None` if unreachable.
+    pub fn route_to(&mut self, dst: Ipv4Addr) -> Result<Option<Route>> {
+        let mut req = RouteMessage::default();
+        req.header.address_family = AddressFamily::Inet;
+        req.header.destination_prefix_length = 32;
+        req.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        let action = format!("look up the route to {dst}");
+        let reply = match self.get(&action, RouteNetlinkMessage::GetRoute(req)) {
+            Err(e)
+                if matches!(
+                    e.errno(),
+                    Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH)
+                ) =>
+            {
+                return Ok(None)
+            }
+            other => other?,
+        };
+        Ok(reply.and_then(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => parse(r, false),
+            _ => None,
+        }))
+    }
+
     /// Every IPv4 route of the main table.
     pub fn routes(&mut self) -> Result<Vec<Route>> {
         let mut req = RouteMessage::default();
         req.header.address_family = AddressFamily::Inet;
         let replies = self.dump("list routes", RouteNetlinkMessage::GetRoute(req))?;
-        let mut out = Vec::new();
-        for m in replies {
-            let RouteNetlinkMessage::NewRoute(r) = m else {
-                continue;
-            };
-            let mut table = u32::from(r.header.table);
-            let mut dst = Ipv4Addr::UNSPECIFIED;
-            let mut gateway = None;
-            let mut oif = None;
-            for a in &r.attributes {
-                match a {
-                    RouteAttribute::Table(t) => table = *t,
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
-                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
-                    RouteAttribute::Oif(i) => oif = Some(*i),
-                    _ => {}
-                }
-            }
-            let kind = match r.header.kind {
-                RouteType::Unicast => RouteKind::Unicast,
-                RouteType::BlackHole => RouteKind::Blackhole,
-                _ => continue,
-            };
-            if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
-                continue;
-            }
-            let Ok(dst) = Ipv4Net::new(dst, r.header.destination_prefix_length) else {
-                continue;
-            };
-            out.push(Route {
-                dst,
-                kind,
-                gateway,
-                oif,
-                scope_link: r.header.scope == RouteScope::Link,
-                onlink: r.header.flags.contains(RouteFlags::Onlink),
-                protocol: u8::from(r.header.protocol),
-            });
-        }
-        Ok(out)
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => parse(r, true),
+                _ => None,
+            })
+            .collect())
     }
+}
+
+/// Reads a route message (unicast and blackhole only); with `main_only`, routes of other
+/// tables are skipped.
+fn parse(r: RouteMessage, main_only: bool) -> Option<Route> {
+    let mut table = u32::from(r.header.table);
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut gateway = None;
+    let mut oif = None;
+    for a in &r.attributes {
+        match a {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            RouteAttribute::Oif(i) => oif = Some(*i),
+            _ => {}
+        }
+    }
+    let kind = match r.header.kind {
+        RouteType::Unicast => RouteKind::Unicast,
+        RouteType::BlackHole => RouteKind::Blackhole,
+        _ => return None,
+    };
+    if main_only && table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    Some(Route {
+        dst: Ipv4Net::new(dst, r.header.destination_prefix_length).ok()?,
+        kind,
+        gateway,
+        oif,
+        scope_link: r.header.scope == RouteScope::Link,
+        onlink: r.header.flags.contains(RouteFlags::Onlink),
+        protocol: u8::from(r.header.protocol),
+    })
 }

@@ -90,6 +90,18 @@ fn veth_address_route_lifecycle_across_namespaces() {
     );
     assert!(routes.iter().any(|r| r.dst == gw.dst && r.scope_link));
     assert!(nl_b.add_route(&default, false).unwrap_err().is_exists());
+    let looked_up = nl_b
+        .route_to("8.8.8.8".parse().unwrap())
+        .unwrap()
+        .expect("the default route answers");
+    assert_eq!(
+        (looked_up.oif, looked_up.gateway),
+        (Some(pod.index), Some("169.254.1.1".parse().unwrap()))
+    );
+    assert!(
+        nl_a.route_to("8.8.8.8".parse().unwrap()).unwrap().is_none(),
+        "no route in a: unreachable"
+    );
     nl_b.add_route(&default, true).unwrap();
 
     let hole = RouteSpec {
