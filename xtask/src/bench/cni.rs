@@ -169,7 +169,7 @@ pub fn run(args: Args) -> Result<()> {
     let pods2: Vec<OwnedNetns> = (0..args.pods)
         .map(|i| OwnedNetns::named(&format!("pnbench{tag}-t{i}")))
         .collect::<Result<_, _>>()?;
-    let order = |i: usize| if i % 2 == 0 { [0, 1] } else { [1, 0] };
+    let order = |i: usize| if i.is_multiple_of(2) { [0, 1] } else { [1, 0] };
     for i in 0..args.pods {
         for which in order(i) {
             let (plugin, node, pod) = if which == 0 {

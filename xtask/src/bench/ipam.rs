@@ -125,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
     );
     for i in 0..args.pods {
         let id = format!("bench{i}");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             podnet.round(&id)?;
             host_local.round(&id)?;
         } else {
