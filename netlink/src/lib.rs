@@ -12,13 +12,17 @@
 
 mod addr;
 mod link;
+pub mod monitor;
+mod neigh;
 pub mod netns;
 mod route;
 mod socket;
 pub mod sysctl;
 
 pub use addr::Address;
-pub use link::{Link, VethSpec};
+pub use link::{Link, VethSpec, VxlanSpec};
+pub use monitor::{RouteEvent, RouteMonitor};
+pub use neigh::Neighbour;
 pub use netns::Netns;
 pub use route::{Route, RouteKind, RouteSpec, ROUTE_PROTOCOL};
 pub use socket::Netlink;

@@ -6,7 +6,8 @@ use rtnetlink::packet_route::link::{
     InfoData, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::RouteNetlinkMessage;
-use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth};
+use rtnetlink::{LinkBridge, LinkIpIp, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// What podnet needs to know of a link.
@@ -74,6 +75,18 @@ pub struct VethSpec<'a> {
     pub alias: Option<&'a str>,
     pub peer_name: &'a str,
     pub peer_netns: Option<BorrowedFd<'a>>,
+}
+
+/// A VXLAN device to create (Calico's `vxlan.calico`: learning off, static FDB).
+pub struct VxlanSpec<'a> {
+    pub name: &'a str,
+    pub vni: u32,
+    pub port: u16,
+    pub local: Ipv4Addr,
+    /// The uplink's index.
+    pub dev: u32,
+    pub mac: [u8; 6],
+    pub mtu: u32,
 }
 
 impl Netlink {
@@ -150,6 +163,66 @@ impl Netlink {
             )?;
         }
         Ok(())
+    }
+
+    /// Creates a bridge (down).
+    pub fn add_bridge(&mut self, name: &str) -> Result<()> {
+        self.execute(
+            &format!("create bridge {name}"),
+            RouteNetlinkMessage::NewLink(LinkBridge::new(name).build()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Creates an IPIP tunnel device with no local or remote address (Calico's `tunl0`: it
+    /// takes packets for any peer, the peer chosen per route). Fails with EOPNOTSUPP on a
+    /// kernel without IPIP.
+    pub fn add_ipip(&mut self, name: &str, mtu: u32) -> Result<()> {
+        self.execute(
+            &format!("create IPIP device {name}"),
+            RouteNetlinkMessage::NewLink(LinkIpIp::new(name).mtu(mtu).build()),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Creates a VXLAN device (down).
+    pub fn add_vxlan(&mut self, spec: &VxlanSpec<'_>) -> Result<()> {
+        let msg = LinkVxlan::new(spec.name, spec.vni)
+            .port(spec.port)
+            .local(spec.local)
+            .dev(spec.dev)
+            .learning(false)
+            .mtu(spec.mtu)
+            .address(spec.mac.to_vec())
+            .build();
+        self.execute(
+            &format!("create VXLAN device {} (VNI {})", spec.name, spec.vni),
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+    }
+
+    /// Attaches link `index` to bridge `bridge` (`ip link set ... master`).
+    pub fn set_controller(&mut self, index: u32, bridge: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index).controller(bridge).build();
+        self.execute(
+            &format!("attach link #{index} to bridge #{bridge}"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
+    }
+
+    /// Moves link `index` into another namespace, renaming it there.
+    pub fn move_to(&mut self, index: u32, netns: BorrowedFd<'_>, name: &str) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(index)
+            .setns_by_fd(netns.as_raw_fd())
+            .name(name.to_string())
+            .build();
+        self.execute(
+            &format!("move link #{index} to another namespace as {name}"),
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+        )
     }
 
     /// Brings link `index` up.

@@ -46,6 +46,23 @@ pub struct Route {
     pub scope_link: bool,
     pub onlink: bool,
     pub protocol: u8,
+    /// The source address the kernel picks (`src`), on looked-up routes.
+    pub pref_source: Option<Ipv4Addr>,
+}
+
+impl Route {
+    /// The route as it would be made again.
+    pub fn spec(&self) -> RouteSpec {
+        RouteSpec {
+            dst: self.dst,
+            kind: self.kind,
+            gateway: self.gateway,
+            oif: self.oif,
+            scope_link: self.scope_link,
+            onlink: self.onlink,
+            protocol: self.protocol,
+        }
+    }
 }
 
 impl RouteSpec {
@@ -173,17 +190,19 @@ impl Netlink {
 
 /// Reads a route message (unicast and blackhole only); with `main_only`, routes of other
 /// tables are skipped.
-fn parse(r: RouteMessage, main_only: bool) -> Option<Route> {
+pub(crate) fn parse(r: RouteMessage, main_only: bool) -> Option<Route> {
     let mut table = u32::from(r.header.table);
     let mut dst = Ipv4Addr::UNSPECIFIED;
     let mut gateway = None;
     let mut oif = None;
+    let mut pref_source = None;
     for a in &r.attributes {
         match a {
             RouteAttribute::Table(t) => table = *t,
             RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = *ip,
             RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::PrefSource(RouteAddress::Inet(ip)) => pref_source = Some(*ip),
             _ => {}
         }
     }
@@ -203,5 +222,6 @@ fn parse(r: RouteMessage, main_only: bool) -> Option<Route> {
         scope_link: r.header.scope == RouteScope::Link,
         onlink: r.header.flags.contains(RouteFlags::Onlink),
         protocol: u8::from(r.header.protocol),
+        pref_source,
     })
 }

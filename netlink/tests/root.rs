@@ -165,3 +165,100 @@ fn namespaces_are_checked_and_removed() {
     ));
     assert!(Netns::open("/proc/self/ns/net").is_ok());
 }
+
+#[test]
+#[ignore = "needs root"]
+fn bridge_vxlan_neighbours_and_route_events() {
+    use podnet_netlink::{Neighbour, RouteEvent, RouteMonitor, VxlanSpec};
+    let a = ns("vx");
+    let mut nl = a.run(Netlink::open).unwrap().unwrap();
+    nl.add_bridge("br0").unwrap();
+    nl.add_veth(&VethSpec {
+        name: "p0",
+        mac: None,
+        mtu: 1500,
+        alias: None,
+        peer_name: "ens3",
+        peer_netns: None,
+    })
+    .unwrap();
+    let br = nl.link("br0").unwrap().unwrap();
+    let p0 = nl.link("p0").unwrap().unwrap();
+    nl.set_controller(p0.index, br.index).unwrap();
+    let ens3 = nl.link("ens3").unwrap().unwrap();
+    for l in [br.index, p0.index, ens3.index] {
+        nl.set_up(l).unwrap();
+    }
+    nl.add_address(ens3.index, "192.168.110.103/16".parse().unwrap())
+        .unwrap();
+    let mac = [0x66, 0x1a, 0x2b, 0x3c, 0x4d, 0x5e];
+    nl.add_vxlan(&VxlanSpec {
+        name: "vxlan.calico",
+        vni: 4096,
+        port: 4789,
+        local: "192.168.110.103".parse().unwrap(),
+        dev: ens3.index,
+        mac,
+        mtu: 1450,
+    })
+    .unwrap();
+    let vx = nl.link("vxlan.calico").unwrap().unwrap();
+    assert_eq!(
+        (vx.kind.as_deref(), vx.mtu, vx.mac),
+        (Some("vxlan"), 1450, mac.to_vec())
+    );
+    nl.set_up(vx.index).unwrap();
+    let peer = Neighbour {
+        index: vx.index,
+        ip: "10.233.78.0".parse().unwrap(),
+        mac: [0x66, 1, 2, 3, 4, 5],
+    };
+    nl.set_neighbour(&peer).unwrap();
+    nl.set_neighbour(&peer).unwrap(); // replace is idempotent
+    assert_eq!(nl.neighbours(vx.index).unwrap(), [peer.clone()]);
+    let vtep = Neighbour {
+        ip: "192.168.110.104".parse().unwrap(),
+        ..peer.clone()
+    };
+    nl.set_fdb(&vtep).unwrap();
+    assert!(
+        nl.fdb(vx.index).unwrap().contains(&vtep),
+        "{:?}",
+        nl.fdb(vx.index).unwrap()
+    );
+    nl.delete_neighbour(&peer).unwrap();
+    nl.delete_fdb(&vtep).unwrap();
+    assert!(nl.neighbours(vx.index).unwrap().is_empty());
+    assert!(!nl.fdb(vx.index).unwrap().contains(&vtep));
+
+    // The monitor reports a route deleted by someone else.
+    let mut mon = a.run(RouteMonitor::open).unwrap().unwrap();
+    let hole = RouteSpec {
+        dst: "10.233.99.0/24".parse().unwrap(),
+        kind: RouteKind::Blackhole,
+        gateway: None,
+        oif: None,
+        scope_link: false,
+        onlink: false,
+        protocol: ROUTE_PROTOCOL,
+    };
+    nl.add_route(&hole, false).unwrap();
+    nl.delete_route(hole.dst, ROUTE_PROTOCOL).unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        seen.extend(mon.next().unwrap());
+    }
+    assert!(
+        matches!(&seen[0], RouteEvent::Added(r) if r.dst == hole.dst && r.protocol == ROUTE_PROTOCOL)
+    );
+    assert!(matches!(&seen[1], RouteEvent::Deleted(r) if r.dst == hole.dst));
+    // A route lookup tells the source address the kernel would use.
+    let to_peer = nl
+        .route_to("192.168.110.104".parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        to_peer.pref_source,
+        Some("192.168.110.103".parse().unwrap())
+    );
+}
