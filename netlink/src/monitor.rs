@@ -39,7 +39,7 @@ impl RouteMonitor {
     }
 
     /// Blocks until the kernel reports changes; returns them (main table, unicast/blackhole).
-    pub fn next(&mut self) -> Result<Vec<RouteEvent>> {
+    pub fn wait(&mut self) -> Result<Vec<RouteEvent>> {
         let n = self
             .socket
             .recv(&mut &mut self.buf[..], 0)

@@ -246,7 +246,7 @@ fn bridge_vxlan_neighbours_and_route_events() {
     nl.delete_route(hole.dst, ROUTE_PROTOCOL).unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        seen.extend(mon.next().unwrap());
+        seen.extend(mon.wait().unwrap());
     }
     assert!(
         matches!(&seen[0], RouteEvent::Added(r) if r.dst == hole.dst && r.protocol == ROUTE_PROTOCOL)
