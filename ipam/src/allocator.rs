@@ -174,6 +174,64 @@ impl<'a> Ipam<'a> {
         Ok(report)
     }
 
+    /// A block affine to `node`: its lowest one, or a newly claimed one (pinned blocks first).
+    /// No address is allocated. Fails with `PoolExhausted` when no block is left to claim.
+    pub fn ensure_block(&self, node: &str) -> Result<Ipv4Net, Error> {
+        validate_node_name(node)?;
+        let mut got = None;
+        update::<Error, _>(self.store, |r| {
+            let mut txn = Txn::default();
+            let pool = self.ensure_pool(r, &mut txn)?;
+            if let Some((block, _)) = affine_blocks(self.store, r, &pool, node)?
+                .into_iter()
+                .next()
+            {
+                got = Some(block.cidr);
+                return Ok(txn);
+            }
+            let blocks = all_blocks(self.store, r)?;
+            let cidr = claimable(r, &pool, node, &blocks)?.ok_or_else(|| exhausted(&pool, node))?;
+            let affinity = Affinity {
+                node: node.to_string(),
+                block: cidr,
+                pool: pool.cidr(),
+            };
+            txn.put(keys::affinity(node, &cidr), encode(&affinity));
+            txn.put(
+                keys::block(&cidr),
+                encode(&Block::new(cidr, pool.cidr(), node)),
+            );
+            got = Some(cidr);
+            Ok(txn)
+        })?;
+        Ok(got.expect("a committed plan set the block"))
+    }
+
+    /// A node leaves: its tunnel address is released and its blocks lose their affinity
+    /// (empty blocks are deleted; blocks still holding pods stay, with no node). Returns the
+    /// blocks it held.
+    pub fn release_node(&self, node: &str) -> Result<Vec<Ipv4Net>, Error> {
+        self.release(&tunnel_handle(node))?;
+        let mut released = Vec::new();
+        update::<Error, _>(self.store, |r| {
+            released.clear();
+            let mut txn = Txn::default();
+            let pool = self.ensure_pool(r, &mut Txn::default())?;
+            for (mut block, key) in affine_blocks(self.store, r, &pool, node)? {
+                txn.delete(key);
+                if block.allocations.is_empty() {
+                    txn.delete(keys::block(&block.cidr));
+                } else {
+                    block.affinity = None;
+                    txn.put(keys::block(&block.cidr), encode(&block));
+                }
+                released.push(block.cidr);
+            }
+            Ok(txn)
+        })?;
+        Ok(released)
+    }
+
     /// Whether an allocation on `node` would find an address now (CNI STATUS).
     pub fn has_room(&self, node: &str) -> Result<bool, Error> {
         let mut r = Direct(self.store);
@@ -231,41 +289,15 @@ fn choose(
     node: &str,
 ) -> Result<Source, Error> {
     // 1. The node's own blocks, lowest first.
-    let mut affine: Vec<Affinity> = r
-        .list(&keys::node_affinities(node))?
-        .iter()
-        .map(|kv| decode(store, kv))
-        .collect::<Result<Vec<Affinity>, Error>>()?;
-    affine.retain(|a| a.pool == pool.cidr());
-    affine.sort_by_key(|a| a.block);
-    for a in &affine {
-        if let Some(kv) = r.get(&keys::block(&a.block))? {
-            let block: Block = decode(store, &kv)?;
-            if block.affinity.as_deref() == Some(node) {
-                if let Some(ord) = block.first_free() {
-                    return Ok(Source::Existing(block, ord));
-                }
-            }
+    for (block, _) in affine_blocks(store, r, pool, node)? {
+        if let Some(ord) = block.first_free() {
+            return Ok(Source::Existing(block, ord));
         }
     }
-    // 2. Claim a block: pinned ones first, then any block not pinned elsewhere.
-    let blocks: Vec<Block> = r
-        .list(keys::BLOCKS)?
-        .iter()
-        .map(|kv| decode(store, kv))
-        .collect::<Result<_, Error>>()?;
-    let taken: BTreeSet<Ipv4Net> = blocks.iter().map(|b| b.cidr).collect();
-    let candidate = pool
-        .pinned_to(node)
-        .iter()
-        .copied()
-        .chain(pool.blocks().filter(|b| pool.pinned_owner(b).is_none()))
-        .find(|b| !taken.contains(b) && !overlaps_any(b, &taken));
-    if let Some(cidr) = candidate {
-        // Read it (absent) so an optimistic commit fails if someone claims it first.
-        if r.get(&keys::block(&cidr))?.is_none() {
-            return Ok(Source::Claim(cidr));
-        }
+    // 2. Claim a block.
+    let blocks = all_blocks(store, r)?;
+    if let Some(cidr) = claimable(r, pool, node, &blocks)? {
+        return Ok(Source::Claim(cidr));
     }
     // 3. Borrow from another node's block.
     if !pool.strict_affinity() {
@@ -280,11 +312,70 @@ fn choose(
             }
         }
     }
-    Err(Error::PoolExhausted {
+    Err(exhausted(pool, node))
+}
+
+fn exhausted(pool: &PoolSpec, node: &str) -> Error {
+    Error::PoolExhausted {
         pool: pool.cidr(),
         node: node.to_string(),
         strict: pool.strict_affinity(),
-    })
+    }
+}
+
+/// The node's blocks in this pool, lowest first, with their affinity records' keys.
+fn affine_blocks(
+    store: &dyn Datastore,
+    r: &mut dyn Reader,
+    pool: &PoolSpec,
+    node: &str,
+) -> Result<Vec<(Block, String)>, Error> {
+    let mut affine: Vec<(Affinity, String)> = r
+        .list(&keys::node_affinities(node))?
+        .iter()
+        .map(|kv| decode(store, kv).map(|a| (a, kv.key.clone())))
+        .collect::<Result<Vec<_>, Error>>()?;
+    affine.retain(|(a, _)| a.pool == pool.cidr());
+    affine.sort_by_key(|(a, _)| a.block);
+    let mut out = Vec::new();
+    for (a, key) in affine {
+        if let Some(kv) = r.get(&keys::block(&a.block))? {
+            let block: Block = decode(store, &kv)?;
+            if block.affinity.as_deref() == Some(node) {
+                out.push((block, key));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn all_blocks(store: &dyn Datastore, r: &mut dyn Reader) -> Result<Vec<Block>, Error> {
+    r.list(keys::BLOCKS)?
+        .iter()
+        .map(|kv| decode(store, kv))
+        .collect()
+}
+
+/// The block `node` would claim next: its pinned blocks first, then the lowest block of the
+/// pool not pinned to another node and not overlapping a stored block.
+fn claimable(
+    r: &mut dyn Reader,
+    pool: &PoolSpec,
+    node: &str,
+    blocks: &[Block],
+) -> Result<Option<Ipv4Net>, Error> {
+    let taken: BTreeSet<Ipv4Net> = blocks.iter().map(|b| b.cidr).collect();
+    let candidate = pool
+        .pinned_to(node)
+        .iter()
+        .copied()
+        .chain(pool.blocks().filter(|b| pool.pinned_owner(b).is_none()))
+        .find(|b| !taken.contains(b) && !overlaps_any(b, &taken));
+    match candidate {
+        // Read it (absent) so an optimistic commit fails if someone claims it first.
+        Some(cidr) if r.get(&keys::block(&cidr))?.is_none() => Ok(Some(cidr)),
+        _ => Ok(None),
+    }
 }
 
 /// True if `b` overlaps a stored block of another size (left by an older pool config).

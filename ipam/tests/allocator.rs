@@ -337,3 +337,50 @@ fn optimistic_concurrent_allocation_hands_out_distinct_addresses() {
     let s = podnet_ipam::store::sqlite::SqliteStore::open(&path, Default::default()).unwrap();
     assert!(inspect::verify(&s).unwrap().is_empty());
 }
+
+#[test]
+fn ensure_block_claims_once_and_release_node_frees_its_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(&dir);
+    let ipam = Ipam::new(&s, seed_pool());
+    let b = ipam.ensure_block("sung-ubuntu05").unwrap();
+    assert_eq!(b, net("10.233.78.0/24"), "the pinned block");
+    assert_eq!(ipam.ensure_block("sung-ubuntu05").unwrap(), b, "idempotent");
+    assert!(
+        ipam.lookup(&tunnel_handle("sung-ubuntu05"))
+            .unwrap()
+            .is_none(),
+        "no address taken"
+    );
+    assert_eq!(
+        ipam.allocate_tunnel("sung-ubuntu05").unwrap(),
+        ip("10.233.78.0")
+    );
+    let other = Ipam::new(&s, pool("10.9.0.0/29", 30));
+    let first = other.ensure_block("x").unwrap();
+    other.allocate("y", "pod-on-y").unwrap();
+    assert_ne!(other.ensure_block("y").unwrap(), first);
+
+    // sung-ubuntu05 leaves: its only block is empty once the tunnel address goes, so it is deleted.
+    let released = ipam.release_node("sung-ubuntu05").unwrap();
+    assert_eq!(released, [b]);
+    assert!(ipam
+        .lookup(&tunnel_handle("sung-ubuntu05"))
+        .unwrap()
+        .is_none());
+    assert!(inspect::summary(&s)
+        .unwrap()
+        .blocks
+        .iter()
+        .all(|x| x.cidr != b));
+    // A node leaving with pods still in its block: the block stays, with no node.
+    ipam.allocate("sung-ubuntu04", "pod").unwrap();
+    ipam.release_node("sung-ubuntu04").unwrap();
+    let left = inspect::summary(&s).unwrap().blocks;
+    let b04 = left
+        .iter()
+        .find(|x| x.cidr == net("10.233.99.0/24"))
+        .unwrap();
+    assert_eq!((b04.node.as_deref(), b04.used), (None, 1));
+    assert!(inspect::verify(&s).unwrap().is_empty());
+}

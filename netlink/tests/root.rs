@@ -215,7 +215,10 @@ fn bridge_vxlan_neighbours_and_route_events() {
     };
     nl.set_neighbour(&peer).unwrap();
     nl.set_neighbour(&peer).unwrap(); // replace is idempotent
-    assert_eq!(nl.neighbours(vx.index).unwrap(), std::slice::from_ref(&peer));
+    assert_eq!(
+        nl.neighbours(vx.index).unwrap(),
+        std::slice::from_ref(&peer)
+    );
     let vtep = Neighbour {
         ip: "192.168.110.104".parse().unwrap(),
         ..peer.clone()
