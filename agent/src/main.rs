@@ -1,6 +1,142 @@
-//! `podnet-agent`: the per-node route agent. Not built yet (issue 4); it says so and fails.
+//! `podnet-agent`: the per-node route agent (`run`), and admin commands (`node remove`,
+//! `status`). Logs go to stderr.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("podnet-agent: not implemented yet");
-    std::process::ExitCode::from(2)
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use podnet_agent::settings::RunArgs;
+use podnet_ipam::{Datastore, DatastoreConfig, Ipam, PoolSpec};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// podnet's per-node route agent: registers the node, owns its tunnel device, and keeps the
+/// routes to every pod block in the cluster.
+#[derive(Parser)]
+#[command(name = "podnet-agent", version)]
+struct Cli {
+    /// Log level: error, warn, info, debug, trace.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: tracing::Level,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the agent (until killed; routes stay when it stops).
+    Run(RunArgs),
+    /// Nodes in the datastore.
+    Node {
+        #[command(subcommand)]
+        command: NodeCmd,
+    },
+    /// This node's blocks, tunnel device and owned routes (run it in the node's namespace).
+    Status {
+        #[arg(long)]
+        node_name: Option<String>,
+        #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
+        datastore: PathBuf,
+        #[arg(long)]
+        cross_subnet: bool,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Remove a node: its record, tunnel address and block affinities. Every other agent drops
+    /// its routes.
+    Remove {
+        name: String,
+        #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
+        datastore: PathBuf,
+    },
+    /// List registered nodes.
+    List {
+        #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
+        datastore: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(cli.log_level)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("podnet-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Run(args) => podnet_agent::run::run(args).context("run the agent"),
+        Cmd::Node {
+            command: NodeCmd::Remove { name, datastore },
+        } => {
+            let store = DatastoreConfig::sqlite(&datastore).open()?;
+            remove_node(&*store, &name)
+        }
+        Cmd::Node {
+            command: NodeCmd::List { datastore },
+        } => {
+            let store = DatastoreConfig::sqlite(&datastore).open()?;
+            let (nodes, _) = podnet_agent::node::list(&*store)?;
+            for n in nodes {
+                println!("{}\t{}/{}\t{}", n.name, n.ip, n.prefix_len, n.encapsulation);
+            }
+            Ok(())
+        }
+        Cmd::Status {
+            node_name,
+            datastore,
+            cross_subnet,
+            output,
+        } => {
+            let store = DatastoreConfig::sqlite(&datastore).open()?;
+            let name = node_name
+                .or_else(podnet_agent::settings::hostname)
+                .context("no node name: pass --node-name")?;
+            let s = podnet_agent::status::status(&*store, &name, cross_subnet)?;
+            match output {
+                Output::Table => print!("{}", s.render()),
+                Output::Json => println!("{}", serde_json::to_string_pretty(&s)?),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Deletes the node record, then releases its tunnel address and blocks in every pool.
+fn remove_node(store: &dyn Datastore, name: &str) -> anyhow::Result<()> {
+    let existed = podnet_agent::node::delete(store, name)?;
+    let mut released = Vec::new();
+    for kv in store.list(podnet_ipam::keys::POOLS)?.kvs {
+        let record: podnet_ipam::model::PoolRecord =
+            serde_json::from_str(&kv.value).with_context(|| format!("read {}", kv.key))?;
+        let ipam = Ipam::new(store, PoolSpec::from_record(record)?);
+        released.extend(ipam.release_node(name)?);
+    }
+    if !existed && released.is_empty() {
+        anyhow::bail!("node {name} is not in the datastore");
+    }
+    let blocks: Vec<String> = released.iter().map(|b| b.to_string()).collect();
+    println!(
+        "removed node {name}; released blocks [{}]",
+        blocks.join(", ")
+    );
+    Ok(())
 }

@@ -24,7 +24,7 @@ pub use link::{Link, VethSpec, VxlanSpec};
 pub use monitor::{RouteEvent, RouteMonitor};
 pub use neigh::Neighbour;
 pub use netns::Netns;
-pub use route::{Route, RouteKind, RouteSpec, ROUTE_PROTOCOL};
+pub use route::{Route, RouteKind, RouteSpec, AGENT_ROUTE_PROTOCOL, ROUTE_PROTOCOL};
 pub use socket::Netlink;
 
 pub use rtnetlink::packet_route;

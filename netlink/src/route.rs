@@ -12,8 +12,12 @@ use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
 use std::net::Ipv4Addr;
 
-/// podnet's route protocol number (`ip route ... proto 118`): unused by iproute2's table.
+/// The protocol number of the routes the CNI plugin makes (`ip route ... proto 118`): the
+/// node's route to each pod and the pod's own routes. Unused by iproute2's table.
 pub const ROUTE_PROTOCOL: u8 = 118;
+/// The protocol number of the routes `podnet-agent` owns (remote blocks, local blackholes):
+/// the agent changes and deletes only routes carrying it.
+pub const AGENT_ROUTE_PROTOCOL: u8 = 119;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteKind {

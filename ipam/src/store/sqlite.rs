@@ -42,8 +42,11 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const EVENTS_KEPT: Revision = 10_000;
 /// How often (in revisions) old history is dropped.
 const COMPACT_EVERY: Revision = 1_000;
-/// How often a watch looks for new revisions.
-const WATCH_POLL: Duration = Duration::from_millis(5);
+/// How often a watch looks for a change. A look is a `stat` of the database and its WAL; the
+/// store is only queried when either changed (or every [`WATCH_QUERY_AT_LEAST`]), so a hundred
+/// idle watchers cost next to nothing.
+const WATCH_POLL: Duration = Duration::from_millis(10);
+const WATCH_QUERY_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// How hard a commit is made to stick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
@@ -401,6 +404,8 @@ impl Datastore for SqliteStore {
             options: self.options.clone(),
             prefix: prefix.to_string(),
             after,
+            seen: None,
+            queried: Instant::now(),
         }))
     }
 
@@ -492,9 +497,29 @@ struct SqliteWatcher {
     options: Options,
     prefix: String,
     after: Revision,
+    /// Sizes and modification times of the database and WAL at the last query.
+    seen: Option<[(u64, i64, i64); 2]>,
+    queried: Instant,
 }
 
 impl SqliteWatcher {
+    /// True if the files changed since the last query (or it is time to query anyway).
+    fn maybe_changed(&mut self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let stamp = |p: &Path| {
+            std::fs::metadata(p).map_or((0, 0, 0), |m| (m.len(), m.mtime(), m.mtime_nsec()))
+        };
+        let mut wal = self.path.clone().into_os_string();
+        wal.push("-wal");
+        let now = Some([stamp(&self.path), stamp(Path::new(&wal))]);
+        if now != self.seen || self.queried.elapsed() >= WATCH_QUERY_AT_LEAST {
+            self.seen = now;
+            self.queried = Instant::now();
+            return true;
+        }
+        false
+    }
+
     fn poll(&mut self) -> rusqlite::Result<Option<WatchBatch>> {
         let conn = &self.conn;
         conn.execute_batch("BEGIN")?;
@@ -538,10 +563,12 @@ impl Watcher for SqliteWatcher {
     fn next(&mut self, timeout: Duration) -> Result<WatchBatch, StoreError> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.poll() {
-                Ok(Some(batch)) => return Ok(batch),
-                Ok(None) => {}
-                Err(e) => return Err(sql_error(&self.path, &self.options, "watch", e)),
+            if self.maybe_changed() {
+                match self.poll() {
+                    Ok(Some(batch)) => return Ok(batch),
+                    Ok(None) => {}
+                    Err(e) => return Err(sql_error(&self.path, &self.options, "watch", e)),
+                }
             }
             let now = Instant::now();
             if now >= deadline {

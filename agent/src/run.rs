@@ -1,0 +1,276 @@
+//! `podnet-agent run`: check everything, set the node up, then reconcile forever.
+//!
+//! Start-up changes nothing until every check has passed (datastore opens, node address is on
+//! this host, tunnel name free or already ours, pool known). It then claims the node's block,
+//! allocates the tunnel address, makes the tunnel device, publishes the MTU, turns on
+//! forwarding and registers the node. Reconcile passes run at start, on every datastore change
+//! to nodes or affinities (watch), whenever a route the agent owns is deleted (kernel route
+//! events), and every `--resync-seconds`. Nothing is flushed on start or exit: routes stay in
+//! the kernel while the agent is down.
+
+use crate::desired::{desired, BlockView, Me, Mode};
+use crate::kernel::{self, Devices};
+use crate::metrics::Metrics;
+use crate::node::{self, format_mac, NodeRecord};
+use crate::settings::{self, RunArgs};
+use crate::{http, tunnel, Error};
+use podnet_ipam::model::Block;
+use podnet_ipam::store::WatchBatch;
+use podnet_ipam::{keys, Datastore, DatastoreConfig, Ipam};
+use podnet_netlink::{sysctl, Netlink, RouteEvent, RouteMonitor, AGENT_ROUTE_PROTOCOL};
+use std::collections::HashMap;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why a reconcile pass runs.
+#[derive(Debug)]
+enum Trigger {
+    Datastore,
+    RouteDeleted,
+}
+
+/// Everything a reconcile pass needs, settled at start-up.
+pub struct Agent {
+    pub me: Me,
+    pub devices: Devices,
+}
+
+pub fn run(args: RunArgs) -> Result<(), Error> {
+    let store_conf = DatastoreConfig::sqlite(&args.datastore);
+    let store = store_conf.open()?;
+    let mut nl = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
+    let host = settings::resolve_host(&args, &mut nl)?;
+    let pool = settings::resolve_pool(&args, &host.name, &*store)?;
+    let requested = settings::requested_mode(args.encapsulation);
+    for m in requested.map_or(vec![Mode::Ipip, Mode::Vxlan], |m| vec![m]) {
+        tunnel::check_name(&mut nl, m)?;
+    }
+    if host.uplink.mtu < 576 + 50 {
+        return Err(Error::Settings(format!(
+            "uplink {} has MTU {}: too small",
+            host.uplink.name, host.uplink.mtu
+        )));
+    }
+
+    let mode = match requested {
+        Some(m) => m,
+        None if tunnel::ipip_available(&mut nl, host.uplink.mtu - Mode::Ipip.overhead()) => {
+            Mode::Ipip
+        }
+        None => {
+            tracing::warn!("this kernel has no IPIP (creating tunl0 failed): using VXLAN; run `cargo xtask vm` for a kernel with IPIP");
+            Mode::Vxlan
+        }
+    };
+    let mtu = host.uplink.mtu - mode.overhead();
+    let ipam = Ipam::new(&*store, pool);
+    let block = ipam.ensure_block(&host.name)?;
+    let tunnel_ip = match mode {
+        Mode::None => None,
+        _ => Some(ipam.allocate_tunnel(&host.name)?),
+    };
+    let tunnel_link = match tunnel_ip {
+        Some(tip) => tunnel::ensure(
+            &mut nl,
+            mode,
+            &host.name,
+            host.ip.addr(),
+            &host.uplink,
+            tip,
+            mtu,
+        )?,
+        None => None,
+    };
+    tunnel::publish_mtu(&args.state_dir, mtu)?;
+    sysctl::write("net.ipv4.ip_forward", "1").map_err(Error::netlink("turn on forwarding"))?;
+    let record = NodeRecord {
+        name: host.name.clone(),
+        ip: host.ip.addr(),
+        prefix_len: host.ip.prefix_len(),
+        tunnel_ip,
+        tunnel_mac: (mode == Mode::Vxlan).then(|| format_mac(&tunnel::vxlan_mac(&host.name))),
+        encapsulation: mode.as_str().into(),
+    };
+    node::register(&*store, &record)?;
+    tracing::info!(node = %host.name, ip = %host.ip, %block, ?tunnel_ip, mode = mode.as_str(), mtu, "node registered");
+
+    let metrics = Arc::new(Metrics::default());
+    http::serve(args.metrics_addr, metrics.clone())?;
+    let (tx, rx) = channel();
+    watch_datastore(store_conf, tx.clone(), metrics.clone())?;
+    watch_routes(tx)?;
+    let agent = Agent {
+        me: Me {
+            name: host.name,
+            ip: host.ip,
+            mode,
+            cross_subnet: args.cross_subnet,
+        },
+        devices: Devices {
+            tunnel: tunnel_link.map(|l| l.index),
+            uplink: host.uplink.index,
+        },
+    };
+    let resync = Duration::from_secs(args.resync_seconds.max(1));
+    loop {
+        match reconcile(&*store, &mut nl, &agent, &metrics) {
+            Ok(()) => metrics.set_ready(),
+            Err(e) => {
+                metrics.errors.inc();
+                tracing::error!("reconcile: {e}");
+            }
+        }
+        wait(&rx, resync);
+    }
+}
+
+/// Waits for a trigger (or the resync period), then takes every other pending one too.
+fn wait(rx: &Receiver<Trigger>, resync: Duration) {
+    match rx.recv_timeout(resync) {
+        Ok(t) => tracing::debug!(?t, "reconcile"),
+        Err(RecvTimeoutError::Timeout) => {}
+        Err(RecvTimeoutError::Disconnected) => std::thread::sleep(resync),
+    }
+    while rx.try_recv().is_ok() {}
+}
+
+/// Reads nodes and blocks, computes the desired state, makes the kernel match.
+pub fn reconcile(
+    store: &dyn Datastore,
+    nl: &mut Netlink,
+    agent: &Agent,
+    metrics: &Metrics,
+) -> Result<(), Error> {
+    let start = Instant::now();
+    let (nodes, revision) = node::list(store)?;
+    let blocks = block_views(store)?;
+    let want = desired(&agent.me, &nodes, &blocks);
+    let changes = kernel::apply(nl, &want, &agent.devices)
+        .map_err(Error::netlink("make the kernel match"))?;
+    metrics.reconciles.inc();
+    metrics
+        .reconcile_seconds
+        .observe(start.elapsed().as_secs_f64());
+    metrics.routes_owned.set(changes.owned as i64);
+    metrics.revision.set(revision);
+    if changes.added + changes.replaced + changes.deleted > 0 {
+        tracing::info!(
+            added = changes.added,
+            replaced = changes.replaced,
+            deleted = changes.deleted,
+            owned = changes.owned,
+            revision,
+            "routes reconciled"
+        );
+    }
+    Ok(())
+}
+
+/// Every block with its node.
+pub fn block_views(store: &dyn Datastore) -> Result<Vec<BlockView>, Error> {
+    let mut out = Vec::new();
+    for kv in store.list(keys::BLOCKS)?.kvs {
+        match serde_json::from_str::<Block>(&kv.value) {
+            Ok(b) => out.push(BlockView {
+                cidr: b.cidr,
+                node: b.affinity,
+            }),
+            Err(e) => tracing::warn!(key = %kv.key, "skip an unreadable block: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// A thread watching the datastore. Node and affinity changes trigger a pass; block changes
+/// only when a block's node changes (allocations inside a block don't move routes).
+fn watch_datastore(
+    conf: DatastoreConfig,
+    tx: Sender<Trigger>,
+    metrics: Arc<Metrics>,
+) -> Result<(), Error> {
+    let store = conf.open()?;
+    let listing = store.list(keys::BLOCKS)?;
+    let mut owners: HashMap<String, Option<String>> = listing
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), block_owner(&kv.value)))
+        .collect();
+    let mut watcher = store.watch(keys::ROOT, listing.revision)?;
+    spawn("watch", move || loop {
+        match watcher.next(Duration::from_secs(1)) {
+            Ok(WatchBatch::Events(events)) => {
+                let mut relevant = false;
+                for e in &events {
+                    if e.key.starts_with(keys::BLOCKS) {
+                        let owner = e.value.as_deref().and_then(block_owner);
+                        relevant |= owners.insert(e.key.clone(), owner.clone()) != Some(owner);
+                    } else {
+                        relevant |=
+                            e.key.starts_with(node::NODES) || e.key.starts_with(keys::AFFINITIES);
+                    }
+                }
+                if relevant && tx.send(Trigger::Datastore).is_err() {
+                    return;
+                }
+            }
+            Ok(WatchBatch::Compacted) => {
+                owners.clear();
+                let _ = tx.send(Trigger::Datastore);
+            }
+            Err(e) => {
+                metrics.errors.inc();
+                tracing::warn!("datastore watch: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                match store
+                    .revision()
+                    .and_then(|rev| store.watch(keys::ROOT, rev))
+                {
+                    Ok(w) => watcher = w,
+                    Err(e) => tracing::warn!("restart the datastore watch: {e}"),
+                }
+                let _ = tx.send(Trigger::Datastore);
+            }
+        }
+    })
+}
+
+/// The node a stored block belongs to.
+fn block_owner(value: &str) -> Option<String> {
+    serde_json::from_str::<Block>(value).ok()?.affinity
+}
+
+/// A thread listening for kernel route deletions; losing an owned route triggers a pass.
+fn watch_routes(tx: Sender<Trigger>) -> Result<(), Error> {
+    let mut monitor = RouteMonitor::open().map_err(Error::netlink("watch route changes"))?;
+    spawn("routes", move || loop {
+        match monitor.wait() {
+            Ok(events) => {
+                let lost = events.iter().any(
+                    |e| matches!(e, RouteEvent::Deleted(r) if r.protocol == AGENT_ROUTE_PROTOCOL),
+                );
+                if lost && tx.send(Trigger::RouteDeleted).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("route events: {e}");
+                // Missed events (ENOBUFS) are made up for by a full pass.
+                let _ = tx.send(Trigger::RouteDeleted);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|source| Error::Io {
+            action: "start a thread",
+            path: name.into(),
+            source,
+        })
+}

@@ -1,0 +1,169 @@
+//! `podnet-agent status`: the node as the datastore knows it, its tunnel device as the kernel
+//! has it, and each route the agent should own with whether the kernel has it.
+
+use crate::desired::{desired, Me, Mode, Want};
+use crate::kernel::{matches, route_spec, Devices};
+use crate::node::{self, NodeRecord};
+use crate::run::block_views;
+use crate::{tunnel, Error};
+use ipnet::Ipv4Net;
+use podnet_ipam::Datastore;
+use podnet_netlink::{Netlink, AGENT_ROUTE_PROTOCOL};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct RouteStatus {
+    pub route: String,
+    pub in_kernel: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub node: NodeRecord,
+    pub blocks: Vec<Ipv4Net>,
+    pub tunnel: Option<String>,
+    pub routes: Vec<RouteStatus>,
+    /// Owned routes in the kernel that the datastore no longer asks for.
+    pub stale: Vec<String>,
+}
+
+/// Reads the store and this namespace's kernel state for `node_name`.
+pub fn status(store: &dyn Datastore, node_name: &str, cross_subnet: bool) -> Result<Status, Error> {
+    let (nodes, _) = node::list(store)?;
+    let me_record = nodes
+        .iter()
+        .find(|n| n.name == node_name)
+        .cloned()
+        .ok_or_else(|| {
+            Error::Settings(format!(
+                "node {node_name} is not registered in the datastore"
+            ))
+        })?;
+    let mode = match me_record.encapsulation.as_str() {
+        "ipip" => Mode::Ipip,
+        "vxlan" => Mode::Vxlan,
+        _ => Mode::None,
+    };
+    let me = Me {
+        name: node_name.to_string(),
+        ip: Ipv4Net::new(me_record.ip, me_record.prefix_len)
+            .map_err(|e| Error::Settings(e.to_string()))?,
+        mode,
+        cross_subnet,
+    };
+    let blocks = block_views(store)?;
+    let want = desired(&me, &nodes, &blocks);
+    let mut nl = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
+    let tunnel_link = match tunnel::device(mode) {
+        Some((name, _)) => nl
+            .link(name)
+            .map_err(Error::netlink(format!("look up {name}")))?,
+        None => None,
+    };
+    let addresses = nl.addresses().map_err(Error::netlink("list addresses"))?;
+    let uplink = addresses
+        .iter()
+        .find(|a| a.net.addr() == me_record.ip)
+        .map(|a| a.index)
+        .unwrap_or(0);
+    let devices = Devices {
+        tunnel: tunnel_link.as_ref().map(|l| l.index),
+        uplink,
+    };
+    let owned: Vec<_> = nl
+        .routes()
+        .map_err(Error::netlink("list routes"))?
+        .into_iter()
+        .filter(|r| r.protocol == AGENT_ROUTE_PROTOCOL)
+        .collect();
+    let tunnel_name = tunnel_link
+        .as_ref()
+        .map(|l| l.name.clone())
+        .unwrap_or_default();
+    let routes = want
+        .routes
+        .iter()
+        .map(|(dst, w)| {
+            let in_kernel = route_spec(*dst, w, &devices)
+                .is_some_and(|spec| owned.iter().any(|r| matches(r, &spec)));
+            let route = match w {
+                Want::Blackhole => format!("blackhole {dst}"),
+                Want::Via {
+                    gateway,
+                    dev,
+                    onlink,
+                } => {
+                    let dev = match dev {
+                        crate::desired::Dev::Tunnel => tunnel_name.clone(),
+                        crate::desired::Dev::Uplink => "uplink".into(),
+                    };
+                    format!(
+                        "{dst} via {gateway} dev {dev}{}",
+                        if *onlink { " onlink" } else { "" }
+                    )
+                }
+            };
+            RouteStatus { route, in_kernel }
+        })
+        .collect();
+    let stale = owned
+        .iter()
+        .filter(|r| !want.routes.contains_key(&r.dst))
+        .map(|r| r.dst.to_string())
+        .collect();
+    let tunnel = tunnel_link.map(|l| {
+        let addr: Vec<String> = addresses
+            .iter()
+            .filter(|a| a.index == l.index)
+            .map(|a| a.net.to_string())
+            .collect();
+        format!(
+            "{} {} mtu {} {}",
+            l.name,
+            addr.join(","),
+            l.mtu,
+            if l.up { "up" } else { "down" }
+        )
+    });
+    let my_blocks = blocks
+        .iter()
+        .filter(|b| b.node.as_deref() == Some(node_name))
+        .map(|b| b.cidr)
+        .collect();
+    Ok(Status {
+        node: me_record,
+        blocks: my_blocks,
+        tunnel,
+        routes,
+        stale,
+    })
+}
+
+impl Status {
+    pub fn render(&self) -> String {
+        let n = &self.node;
+        let mut out = format!(
+            "node:          {}\naddress:       {}/{}\nencapsulation: {}\nblocks:        {}\ntunnel:        {}\n\n",
+            n.name,
+            n.ip,
+            n.prefix_len,
+            n.encapsulation,
+            self.blocks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
+            self.tunnel.as_deref().unwrap_or("-"),
+        );
+        let mut rows = vec![["ROUTE".to_string(), "IN KERNEL".to_string()]];
+        rows.extend(self.routes.iter().map(|r| {
+            [
+                r.route.clone(),
+                if r.in_kernel { "yes" } else { "NO" }.to_string(),
+            ]
+        }));
+        podnet_ipam::inspect::table(&mut out, &rows);
+        for s in &self.stale {
+            out.push_str(&format!(
+                "stale owned route {s} (removed at the next pass)\n"
+            ));
+        }
+        out
+    }
+}

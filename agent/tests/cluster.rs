@@ -1,0 +1,274 @@
+//! Agents on three node namespaces sharing one datastore: routes appear everywhere, pods on
+//! different nodes reach each other, and the agents repair, forget and survive as they must.
+
+mod common;
+
+use common::{add_pod, ping, wait_for, Cluster};
+use podnet_netlink::{RouteEvent, RouteKind, RouteMonitor, AGENT_ROUTE_PROTOCOL};
+use std::time::Duration;
+
+fn converge(encap: &str, tag: &str) -> Cluster {
+    let mut c = Cluster::new(tag, 3);
+    c.start_all(encap);
+    c.wait_converged(Duration::from_secs(10));
+    c
+}
+
+#[test]
+#[ignore = "needs root"]
+fn vxlan_cluster_routes_and_pods_reach_across_nodes() {
+    let c = converge("vxlan", "vx");
+    let r = c.owned_routes(0);
+    let to2 = r
+        .iter()
+        .find(|r| r.dst.to_string() == "10.233.92.0/24")
+        .unwrap();
+    assert_eq!(
+        to2.gateway,
+        Some("10.233.92.0".parse().unwrap()),
+        "via node2's tunnel address"
+    );
+    assert!(to2.onlink);
+    let hole = r
+        .iter()
+        .find(|r| r.dst.to_string() == "10.233.91.0/24")
+        .unwrap();
+    assert_eq!(hole.kind, RouteKind::Blackhole);
+    let mut nl = c.netlink(0);
+    let vx = nl.link("vxlan.calico").unwrap().expect("the VXLAN device");
+    assert_eq!(vx.mtu, 1450);
+    assert_eq!(nl.neighbours(vx.index).unwrap().len(), 2);
+    assert_eq!(nl.fdb(vx.index).unwrap().len(), 2);
+    assert_eq!(
+        std::fs::read_to_string(c.nodes[0].state.join("mtu"))
+            .unwrap()
+            .trim(),
+        "1450"
+    );
+
+    let (a, ip_a) = add_pod(&c, 0, "pod-a");
+    let (b, ip_b) = add_pod(&c, 1, "pod-b");
+    assert!(
+        ip_a.starts_with("10.233.91.") && ip_b.starts_with("10.233.92."),
+        "{ip_a} {ip_b}"
+    );
+    assert!(ping(&a, &ip_b), "pod on node1 -> pod on node2 over VXLAN");
+    assert!(ping(&b, &ip_a));
+}
+
+#[test]
+#[ignore = "needs root"]
+fn unencapsulated_cluster_routes_via_node_addresses() {
+    let c = converge("none", "none");
+    let r = c.owned_routes(0);
+    let to3 = r
+        .iter()
+        .find(|r| r.dst.to_string() == "10.233.93.0/24")
+        .unwrap();
+    assert_eq!(to3.gateway, Some("192.168.110.103".parse().unwrap()));
+    assert!(!to3.onlink);
+    assert!(c.netlink(0).link("vxlan.calico").unwrap().is_none());
+    let (a, _) = add_pod(&c, 0, "pod-a");
+    let (_c3, ip) = add_pod(&c, 2, "pod-c");
+    assert!(
+        ping(&a, &ip),
+        "node1's pod -> node3's pod, routed by the nodes"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_route_deleted_by_hand_returns_within_a_second() {
+    let c = converge("vxlan", "heal");
+    let mut nl = c.netlink(0);
+    nl.delete_route("10.233.93.0/24".parse().unwrap(), AGENT_ROUTE_PROTOCOL)
+        .unwrap();
+    let took = wait_for(Duration::from_secs(5), "the route is back", || {
+        c.owned_routes(0)
+            .iter()
+            .any(|r| r.dst.to_string() == "10.233.93.0/24")
+    });
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_removed_node_loses_its_routes_everywhere_within_a_second() {
+    let mut c = converge("vxlan", "remove");
+    c.kill(2);
+    let out = std::process::Command::new(common::AGENT)
+        .args(["node", "remove", "node3", "--datastore"])
+        .arg(c.store())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = wait_for(
+        Duration::from_secs(5),
+        "node3's block is gone from node1 and node2",
+        || {
+            (0..2).all(|i| {
+                c.owned_routes(i)
+                    .iter()
+                    .all(|r| r.dst.to_string() != "10.233.93.0/24")
+            })
+        },
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let vx = c.netlink(0).link("vxlan.calico").unwrap().unwrap();
+    assert_eq!(
+        c.netlink(0).neighbours(vx.index).unwrap().len(),
+        1,
+        "node3's VTEP entry is gone too"
+    );
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_killed_and_restarted_agent_deletes_no_route() {
+    let mut c = converge("vxlan", "restart");
+    let mut monitor = c.nodes[0].ns.run(RouteMonitor::open).unwrap().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        match monitor.wait() {
+            Ok(events) => {
+                if tx.send(events).is_err() {
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    });
+    let before = c.owned_routes(0);
+    c.kill(0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        c.owned_routes(0),
+        before,
+        "routes stay while the agent is down"
+    );
+    c.start(0, "vxlan");
+    // Wait for the new agent's first pass (it answers /readyz), then look at what happened.
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted agent is ready",
+        || ready(&c, 0),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let deleted: Vec<_> = rx
+        .try_iter()
+        .flatten()
+        .filter(|e| matches!(e, RouteEvent::Deleted(r) if r.protocol == AGENT_ROUTE_PROTOCOL))
+        .collect();
+    assert!(
+        deleted.is_empty(),
+        "routes were deleted during the restart: {deleted:?}"
+    );
+    assert_eq!(c.owned_routes(0), before);
+}
+
+/// GET /readyz on the agent's loopback inside its node namespace.
+fn ready(c: &Cluster, i: usize) -> bool {
+    http_get(c, i, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))
+}
+
+fn http_get(c: &Cluster, i: usize, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let path = path.to_string();
+    c.nodes[i]
+        .ns
+        .run(move || {
+            let mut s = std::net::TcpStream::connect("127.0.0.1:9099").ok()?;
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            )
+            .ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+        .unwrap()
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_new_nodes_block_written_to_the_datastore_reaches_every_kernel() {
+    let c = converge("none", "newnode");
+    // Another node registers and claims a block, as its agent would.
+    let store =
+        podnet_ipam::store::sqlite::SqliteStore::open(c.store(), Default::default()).unwrap();
+    let record = podnet_agent::node::NodeRecord {
+        name: "node9".into(),
+        ip: "192.168.110.109".parse().unwrap(),
+        prefix_len: 16,
+        tunnel_ip: None,
+        tunnel_mac: None,
+        encapsulation: "none".into(),
+    };
+    podnet_agent::node::register(&store, &record).unwrap();
+    let pool =
+        podnet_ipam::PoolSpec::new(common::POOL.parse().unwrap(), 24, false, Default::default())
+            .unwrap();
+    let block = podnet_ipam::Ipam::new(&store, pool)
+        .ensure_block("node9")
+        .unwrap()
+        .to_string();
+    let took = wait_for(
+        Duration::from_secs(5),
+        "every node routes node9's block",
+        || (0..3).all(|i| c.owned_routes(i).iter().any(|r| r.dst.to_string() == block)),
+    );
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn health_metrics_and_status() {
+    let c = converge("vxlan", "health");
+    wait_for(Duration::from_secs(5), "ready", || ready(&c, 0));
+    assert!(http_get(&c, 0, "/healthz")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+    let m = http_get(&c, 0, "/metrics").unwrap();
+    assert!(m.contains("podnet_agent_routes_owned 3"), "{m}");
+    assert!(m.contains("podnet_agent_reconciles_total"), "{m}");
+    assert!(
+        m.contains("podnet_agent_reconcile_duration_seconds_bucket"),
+        "{m}"
+    );
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", c.nodes[0].ns.path()))
+        .args([
+            common::AGENT,
+            "status",
+            "--node-name",
+            "node1",
+            "--datastore",
+        ])
+        .arg(c.store())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("vxlan.calico 10.233.91.0/32 mtu 1450 up"),
+        "{text}"
+    );
+    assert!(text.contains("blackhole 10.233.91.0/24"), "{text}");
+    assert!(
+        text.contains("10.233.92.0/24 via 10.233.92.0 dev vxlan.calico onlink"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(" NO"),
+        "every route is in the kernel: {text}"
+    );
+}

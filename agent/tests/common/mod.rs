@@ -1,0 +1,287 @@
+//! A small cluster for agent tests: a fabric namespace with a bridge, node namespaces wired to
+//! it with `ens3` (192.168.110.10N/16, default route), one shared datastore, and agent
+//! processes started and killed per node.
+#![allow(dead_code)]
+
+use podnet_netlink::netns::OwnedNetns;
+use podnet_netlink::{Netlink, Route, RouteKind, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_podnet-agent");
+pub const POOL: &str = "10.233.64.0/18";
+
+/// A binary of another crate in this workspace (built by `cargo build --workspace`).
+pub fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap(); // target/debug/deps -> target/debug
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is not built: run `cargo build --workspace` first",
+        p.display()
+    );
+    p
+}
+
+pub struct Node {
+    pub name: String,
+    pub ip: String,
+    pub block: String,
+    pub ns: OwnedNetns,
+    pub agent: Option<Child>,
+    pub state: PathBuf,
+    pub log: PathBuf,
+}
+
+pub struct Cluster {
+    pub tag: String,
+    pub fabric: OwnedNetns,
+    pub nodes: Vec<Node>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// `n` nodes named node1..; node i has 192.168.110.10i and block 10.233.(90+i).0/24.
+    pub fn new(tag: &str, n: usize) -> Cluster {
+        let tag = format!("pnag{}-{tag}", std::process::id());
+        let fabric = OwnedNetns::named(&format!("{tag}-fabric")).unwrap();
+        let mut f = fabric.run(Netlink::open).unwrap().unwrap();
+        f.add_bridge("br0").unwrap();
+        let br = f.link("br0").unwrap().unwrap();
+        f.set_up(br.index).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for i in 1..=n {
+            let name = format!("node{i}");
+            let ns = OwnedNetns::named(&format!("{tag}-{name}")).unwrap();
+            let port = format!("p{i}");
+            f.add_veth(&VethSpec {
+                name: &port,
+                mac: None,
+                mtu: 1500,
+                alias: None,
+                peer_name: "ens3",
+                peer_netns: Some(ns.fd()),
+            })
+            .unwrap();
+            let p = f.link(&port).unwrap().unwrap();
+            f.set_controller(p.index, br.index).unwrap();
+            f.set_up(p.index).unwrap();
+            let mut nl = ns.run(Netlink::open).unwrap().unwrap();
+            let ens3 = nl.link("ens3").unwrap().unwrap();
+            let lo = nl.link("lo").unwrap().unwrap();
+            nl.set_up(lo.index).unwrap();
+            nl.set_up(ens3.index).unwrap();
+            let ip = format!("192.168.110.{}", 100 + i);
+            nl.add_address(ens3.index, format!("{ip}/16").parse().unwrap())
+                .unwrap();
+            nl.add_route(
+                &RouteSpec {
+                    dst: "0.0.0.0/0".parse().unwrap(),
+                    kind: RouteKind::Unicast,
+                    gateway: Some("192.168.0.1".parse().unwrap()),
+                    oif: Some(ens3.index),
+                    scope_link: false,
+                    onlink: true,
+                    protocol: 4,
+                },
+                false,
+            )
+            .unwrap();
+            let state = dir.path().join(&name);
+            nodes.push(Node {
+                log: dir.path().join(format!("{name}.log")),
+                name,
+                ip,
+                block: format!("10.233.{}.0/24", 90 + i),
+                ns,
+                agent: None,
+                state,
+            });
+        }
+        Cluster {
+            tag,
+            fabric,
+            nodes,
+            dir,
+        }
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store.db")
+    }
+
+    /// The command line of node `i`'s agent, with `extra` flags.
+    pub fn agent_command(&self, i: usize, encap: &str, extra: &[&str]) -> Command {
+        let n = &self.nodes[i];
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", n.ns.path()))
+            .arg(AGENT)
+            .args([
+                "run",
+                "--node-name",
+                &n.name,
+                "--node-ip",
+                &n.ip,
+                "--encapsulation",
+                encap,
+            ])
+            .args([
+                "--pool",
+                POOL,
+                "--block-size",
+                "24",
+                "--node-block",
+                &n.block,
+                "--resync-seconds",
+                "30",
+            ])
+            .arg("--datastore")
+            .arg(self.store())
+            .arg("--state-dir")
+            .arg(&n.state)
+            .args(extra)
+            .stdout(Stdio::null());
+        c
+    }
+
+    /// Starts node `i`'s agent, logging to its log file.
+    pub fn start(&mut self, i: usize, encap: &str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.nodes[i].log)
+            .unwrap();
+        let child = self
+            .agent_command(i, encap, &[])
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.nodes[i].agent = Some(child);
+    }
+
+    pub fn start_all(&mut self, encap: &str) {
+        for i in 0..self.nodes.len() {
+            self.start(i, encap);
+        }
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn netlink(&self, i: usize) -> Netlink {
+        self.nodes[i].ns.run(Netlink::open).unwrap().unwrap()
+    }
+
+    /// The agent-owned routes of node `i`.
+    pub fn owned_routes(&self, i: usize) -> Vec<Route> {
+        self.netlink(i)
+            .routes()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.protocol == AGENT_ROUTE_PROTOCOL)
+            .collect()
+    }
+
+    /// Waits until every node owns a route to every block (remote ones and its blackhole).
+    pub fn wait_converged(&self, timeout: Duration) {
+        let blocks: Vec<String> = self.nodes.iter().map(|n| n.block.clone()).collect();
+        wait_for(timeout, "every node routes every block", || {
+            (0..self.nodes.len()).all(|i| {
+                let have: Vec<String> = self
+                    .owned_routes(i)
+                    .iter()
+                    .map(|r| r.dst.to_string())
+                    .collect();
+                blocks.iter().all(|b| have.contains(b))
+            })
+        });
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// Polls `check` every 10 ms until true; panics after `timeout`. Returns the time it took.
+pub fn wait_for(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out after {timeout:?} waiting until {what}");
+}
+
+/// `ping -c1` from inside a namespace.
+pub fn ping(ns: &OwnedNetns, to: &str) -> bool {
+    Command::new("nsenter")
+        .arg(format!("--net={}", ns.path()))
+        .args(["ping", "-c", "1", "-W", "2", to])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Makes a pod on node `i` with the real `podnet` plugin; returns its namespace and address.
+pub fn add_pod(c: &Cluster, i: usize, name: &str) -> (OwnedNetns, String) {
+    let pod = OwnedNetns::named(&format!("{}-{name}", c.tag)).unwrap();
+    let n = &c.nodes[i];
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "podnet",
+        "nodename": n.name, "stateDir": n.state,
+        "log": {"file": c.dir.path().join("cni.log")},
+        "datastore": {"type": "sqlite", "path": c.store()},
+        "ipam": {"type": "podnet-ipam", "pool": POOL, "blockSize": 24},
+    });
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net={}", n.ns.path()))
+        .arg(sibling_binary("podnet"))
+        .env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", name)
+        .env("CNI_NETNS", pod.path())
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(conf.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "ADD {name}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ip = v["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/32")
+        .to_string();
+    (pod, ip)
+}
