@@ -110,7 +110,7 @@ pub fn ensure(
     if !link.up {
         nl.set_up(link.index).map_err(ctx("bring up"))?;
     }
-    Ok(nl.link(name).map_err(ctx("look up"))?)
+    nl.link(name).map_err(ctx("look up"))
 }
 
 /// Writes the pod MTU where the CNI plugin reads it (`<state_dir>/mtu`), atomically.
