@@ -1,6 +1,7 @@
 //! `cargo xtask bench <what>`: measurements against a reference run in the same process, so
 //! the figures are ratios on the same machine at the same moment.
 
+mod agent;
 mod cni;
 mod ipam;
 mod stats;
@@ -17,6 +18,8 @@ pub struct Args {
 enum What {
     /// podnet-ipam vs host-local: exec ADD+DEL, and in-process allocate+release pairs/s.
     Ipam(ipam::Args),
+    /// Agent convergence and memory with 10, 50, 100 nodes (needs root).
+    Agent(agent::Args),
     /// podnet vs ptp+host-local: per-pod ADD and DEL, sequential and 8-way (needs root).
     Cni(cni::Args),
 }
@@ -25,5 +28,6 @@ pub fn run(args: Args) -> Result<()> {
     match args.what {
         What::Ipam(a) => ipam::run(a),
         What::Cni(a) => cni::run(a),
+        What::Agent(a) => agent::run(a),
     }
 }
