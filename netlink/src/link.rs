@@ -18,6 +18,8 @@ pub struct Link {
     pub mac: Vec<u8>,
     pub mtu: u32,
     pub up: bool,
+    /// The raw `IFF_*` flags (as `ifconfig` prints them).
+    pub flags: u32,
     /// `veth`, `ipip`, `vxlan`, `bridge`...; `None` for physical devices and loopback.
     pub kind: Option<String>,
     pub alias: Option<String>,
@@ -33,6 +35,7 @@ impl Link {
             mac: Vec::new(),
             mtu: 0,
             up: m.header.flags.contains(LinkFlags::Up),
+            flags: m.header.flags.bits(),
             kind: None,
             alias: None,
             peer_index: None,

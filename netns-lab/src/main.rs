@@ -1,7 +1,212 @@
-//! `podnet-lab`: the seed's cluster in network namespaces. Not built yet (issue 5); it says so
-//! and fails.
+//! `podnet-lab`: the seed's cluster (or any scenario) built from network namespaces on one
+//! machine, driven by the real podnet binaries, and the commands to look at it.
 
-fn main() -> std::process::ExitCode {
-    eprintln!("podnet-lab: not implemented yet");
-    std::process::ExitCode::from(2)
+mod down;
+mod inventory;
+mod procs;
+mod progress;
+mod runtime;
+mod scenario;
+mod serve;
+mod state;
+mod up;
+mod views;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use scenario::{Encap, Scenario};
+use state::LabState;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Kubernetes pod networking, Calico style, in network namespaces: nodes, fabric, tunnels and
+/// pods on one machine, with real packets. Needs root.
+#[derive(Parser)]
+#[command(name = "podnet-lab", version)]
+struct Cli {
+    /// Which lab (when several are up).
+    #[arg(long, global = true)]
+    lab: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a lab: the seed's cluster by default, a scenario file, or a generated one.
+    Up {
+        /// A scenario YAML file (default: the seed's cluster).
+        scenario: Option<PathBuf>,
+        /// Generate N nodes instead.
+        #[arg(long, conflicts_with = "scenario")]
+        nodes: Option<usize>,
+        /// With --nodes: pods per node.
+        #[arg(long, default_value_t = 0, requires = "nodes")]
+        pods_per_node: usize,
+        /// Force the encapsulation (default: the scenario's; auto = IPIP if loaded, else VXLAN).
+        #[arg(long, value_enum)]
+        encap: Option<Encap>,
+        /// Print less.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove the lab: processes, namespaces, files.
+    Down {
+        /// Remove every lab, including leftovers of crashed ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// kubectl-style tables: `get nodes`, `get pods` (`-o wide`).
+    Get {
+        #[arg(value_parser = ["nodes", "node", "pods", "pod"])]
+        what: String,
+        #[arg(short, long)]
+        output: Option<String>,
+    },
+    /// Run a command in a pod (in a container's namespaces).
+    Exec {
+        pod: String,
+        #[arg(short, long)]
+        container: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run a command in a node's network namespace.
+    Node {
+        node: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// A node's pod-network routes in `route`'s layout, node names resolved.
+    Routes { node: String },
+    /// A node's or pod's interfaces, as `ifconfig` shows them.
+    Ifconfig { name: String },
+    /// A real traceroute from a pod, each hop annotated.
+    Trace { from: String, to: String },
+    /// Check the lab against what the seed shows; non-zero exit on any failure.
+    Test,
+    /// (used inside the lab) answer HTTP like nginx's default page.
+    #[command(hide = true)]
+    ServeHttp {
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+    },
+    /// (used inside the lab) fetch a URL.
+    #[command(hide = true)]
+    HttpGet { url: String },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("podnet-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn need_root() -> Result<()> {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the lab makes network namespaces: run it as root (sudo)");
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Cmd::ServeHttp { port } => {
+            serve::serve_http(port)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::HttpGet { url } => {
+            print!("{}", serve::http_get(&url)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => need_root()?,
+    }
+    let lab = cli.lab.as_deref();
+    match cli.command {
+        Cmd::Up {
+            scenario,
+            nodes,
+            pods_per_node,
+            encap,
+            quiet,
+        } => {
+            let s = match (scenario, nodes) {
+                (Some(path), _) => Scenario::load(&path)?,
+                (None, Some(n)) => Scenario::generated(n, pods_per_node)?,
+                (None, None) => Scenario::seed(),
+            };
+            let encap = encap.unwrap_or(s.encapsulation);
+            let bins = runtime::Binaries::find()?;
+            let l = up::up(s, encap, &bins)?;
+            if !quiet {
+                views::next_steps(&l);
+            }
+        }
+        Cmd::Down { all } => {
+            if all {
+                down::down_all()?;
+            } else {
+                let l = LabState::current(lab)?;
+                down::down(&l.name)?;
+            }
+        }
+        Cmd::Get { what, output } => {
+            let l = LabState::current(lab)?;
+            let wide = output.as_deref() == Some("wide");
+            if let Some(o) = output.as_deref().filter(|o| *o != "wide") {
+                bail!("-o {o}: only -o wide is supported");
+            }
+            print!(
+                "{}",
+                if what.starts_with("node") {
+                    views::get_nodes(&l, wide)?
+                } else {
+                    views::get_pods(&l, wide)
+                }
+            );
+        }
+        Cmd::Exec {
+            pod,
+            container,
+            command,
+        } => {
+            let l = LabState::current(lab)?;
+            let code = views::exec(&l, &pod, container.as_deref(), &command)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Cmd::Node { node, command } => {
+            let l = LabState::current(lab)?;
+            let code = views::node_exec(&l, &node, &command)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Cmd::Routes { node } => {
+            let l = LabState::current(lab)?;
+            print!("{}", views::routes(&l, &node)?);
+        }
+        Cmd::Ifconfig { name } => {
+            let l = LabState::current(lab)?;
+            print!("{}", views::ifconfig(&l, &name)?);
+        }
+        Cmd::Trace { from, to } => {
+            let l = LabState::current(lab)?;
+            let hops = views::trace(&l, &from, &to)?;
+            print!("{}", views::render_trace(&l, &from, &to, &hops));
+        }
+        Cmd::Test => {
+            let l = LabState::current(lab)?;
+            let ok = views::test(&l).context("run the lab's checks")?;
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::ServeHttp { .. } | Cmd::HttpGet { .. } => unreachable!("handled above"),
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,65 @@
+//! What every address in a lab is: node uplinks, tunnel devices, pods. Read from the lab state
+//! and the datastore, so views can say "sung-ubuntu05 (tunl0)" instead of a bare address.
+
+use crate::state::LabState;
+use podnet_agent::node::NodeRecord;
+use podnet_ipam::store::sqlite::SqliteStore;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+pub struct Inventory {
+    /// Address -> what it is.
+    pub names: BTreeMap<Ipv4Addr, String>,
+    /// Node name -> its uplink address (the lab's /etc/hosts).
+    pub hosts: BTreeMap<String, Ipv4Addr>,
+    pub records: Vec<NodeRecord>,
+}
+
+impl Inventory {
+    pub fn read(lab: &LabState) -> Inventory {
+        let records = SqliteStore::open(lab.store(), Default::default())
+            .ok()
+            .and_then(|s| podnet_agent::node::list(&s).ok())
+            .map(|(r, _)| r)
+            .unwrap_or_default();
+        let tunnel = match lab.encapsulation.as_str() {
+            "ipip" => "tunl0",
+            "vxlan" => "vxlan.calico",
+            _ => "tunnel",
+        };
+        let mut names = BTreeMap::new();
+        let mut hosts = BTreeMap::new();
+        for n in &lab.scenario.nodes {
+            names.insert(n.ip, format!("{} (ens3)", n.name));
+            hosts.insert(n.name.clone(), n.ip);
+        }
+        for r in &records {
+            if let Some(t) = r.tunnel_ip {
+                names.insert(t, format!("{} ({tunnel})", r.name));
+            }
+        }
+        for p in &lab.pods {
+            if let Some(ip) = p.ip().and_then(|i| i.parse().ok()) {
+                names.insert(ip, format!("pod {}", p.name));
+            }
+        }
+        names.insert(lab.scenario.gateway, "fabric gateway".into());
+        Inventory {
+            names,
+            hosts,
+            records,
+        }
+    }
+
+    pub fn describe(&self, ip: Ipv4Addr) -> &str {
+        self.names.get(&ip).map_or("", |s| s.as_str())
+    }
+
+    /// The node name for an uplink address (`route` shows names, as with /etc/hosts).
+    pub fn host_of(&self, ip: Ipv4Addr) -> Option<&str> {
+        self.hosts
+            .iter()
+            .find(|(_, a)| **a == ip)
+            .map(|(n, _)| n.as_str())
+    }
+}

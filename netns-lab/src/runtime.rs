@@ -1,0 +1,209 @@
+//! The lab's container runtime: CNI calls made the way libcni makes them (the `podnet` binary,
+//! `CNI_*` environment, the network config on stdin, run inside the node's namespace, the ADD
+//! result kept for CHECK and DEL), and containers started as processes in the pod.
+
+use crate::procs::{self, Placement};
+use crate::scenario::Container;
+use crate::state::{LabState, PodState, Proc};
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// The podnet binaries the lab drives: next to `podnet-lab` itself (one cargo target dir).
+pub struct Binaries {
+    pub dir: PathBuf,
+}
+
+impl Binaries {
+    pub fn find() -> Result<Binaries> {
+        let exe = std::env::current_exe().context("find podnet-lab's own path")?;
+        let dir = exe
+            .parent()
+            .context("podnet-lab has no folder")?
+            .to_path_buf();
+        for b in ["podnet", "podnet-ipam", "podnet-agent"] {
+            if !dir.join(b).is_file() {
+                bail!("{} is missing next to podnet-lab: build the workspace (cargo build --workspace) or use `cargo xtask lab`", dir.join(b).display());
+            }
+        }
+        Ok(Binaries { dir })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A runtime-style container ID for a pod.
+pub fn container_id(lab: &str, namespace: &str, pod: &str) -> String {
+    let d = Sha1::digest(format!("{lab}/{namespace}/{pod}").as_bytes());
+    d.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The podnet conflist entry for a node (a conflist of one plugin).
+pub fn network_config(lab: &LabState, node: &str) -> Value {
+    json!({
+        "cniVersion": "1.1.0",
+        "name": "k8s-pod-network",
+        "type": "podnet",
+        "nodename": node,
+        "encapsulation": lab.encapsulation,
+        "stateDir": lab.node_dir(node),
+        "log": {"file": lab.logs().join("cni.log"), "level": "info"},
+        "datastore": {"type": "sqlite", "path": lab.store()},
+        "ipam": {"type": "podnet-ipam", "pool": lab.scenario.pool.cidr, "blockSize": lab.scenario.pool.block_size},
+    })
+}
+
+/// Runs one CNI verb for `pod` as a runtime would; the reply (or the CNI error) as JSON.
+pub fn cni(bins: &Binaries, lab: &LabState, pod: &PodState, verb: &str) -> Result<Value> {
+    let mut conf = network_config(lab, &pod.node);
+    if verb != "ADD" {
+        if let Some(r) = &pod.result {
+            conf["prevResult"] = r.clone();
+        }
+    }
+    let mut cmd = Command::new(bins.path("podnet"));
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", &pod.container_id)
+        .env("CNI_NETNS", LabState::netns_path(&pod.name))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", &bins.dir)
+        .env(
+            "CNI_ARGS",
+            format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+                pod.namespace, pod.name, pod.container_id
+            ),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let node_ns = LabState::netns_path(&pod.node);
+    procs::place(
+        &mut cmd,
+        &Placement {
+            netns: &node_ns,
+            uts_of: None,
+            hostname: None,
+            detach: false,
+        },
+    )?;
+    let mut child = cmd.spawn().context("start the podnet CNI plugin")?;
+    let _ = child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(conf.to_string().as_bytes());
+    let out = child.wait_with_output()?;
+    let reply: Value = if out.stdout.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&out.stdout).context("read the plugin's reply")?
+    };
+    if !out.status.success() {
+        bail!(
+            "CNI {verb} for pod {}: error {}: {} {}",
+            pod.name,
+            reply["code"],
+            reply["msg"].as_str().unwrap_or(""),
+            reply["details"].as_str().unwrap_or("")
+        );
+    }
+    Ok(reply)
+}
+
+/// The command line a container runs: its `command` + `args`, else the image's built-in
+/// behaviour (nginx serves HTTP on its containerPort; anything else sleeps).
+pub fn argv(c: &Container) -> Vec<String> {
+    if !c.command.is_empty() {
+        return c.command.iter().chain(&c.args).cloned().collect();
+    }
+    let image = c.image.split([':', '@']).next().unwrap_or("");
+    let image = image.rsplit('/').next().unwrap_or(image);
+    if image == "nginx" {
+        let port = c.ports.first().map_or(80, |p| p.container_port);
+        let me = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "podnet-lab".into());
+        return vec![me, "serve-http".into(), "--port".into(), port.to_string()];
+    }
+    let mut v = vec!["sleep".to_string(), "infinity".to_string()];
+    v.extend(c.args.iter().cloned());
+    v
+}
+
+/// Starts a container of `pod`: in the pod's network namespace, in the pod's UTS namespace
+/// (the first container makes it, with the pod's name as hostname).
+pub fn start_container(
+    lab: &LabState,
+    pod: &PodState,
+    c: &Container,
+    first: Option<u32>,
+) -> Result<Proc> {
+    let argv = argv(c);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env("HOSTNAME", &pod.name)
+        .env("PODNET_LAB", &lab.name);
+    let netns = LabState::netns_path(&pod.name);
+    let placement = Placement {
+        netns: &netns,
+        uts_of: first,
+        hostname: first.is_none().then_some(pod.name.as_str()),
+        detach: true,
+    };
+    procs::spawn_daemon(
+        cmd,
+        &placement,
+        &lab.logs().join(format!("{}-{}.log", pod.name, c.name)),
+    )
+    .with_context(|| format!("start container {} of pod {}", c.name, pod.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::Port;
+
+    fn container(image: &str, command: &[&str]) -> Container {
+        Container {
+            name: "c".into(),
+            image: image.into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: vec![],
+            ports: vec![Port {
+                container_port: 8080,
+            }],
+        }
+    }
+
+    #[test]
+    fn commands_run_as_given_and_known_images_get_a_behaviour() {
+        assert_eq!(
+            argv(&container("ubuntu:20.04", &["/bin/sleep", "3650d"])),
+            ["/bin/sleep", "3650d"]
+        );
+        let nginx = argv(&container("docker.io/library/nginx:1.25", &[]));
+        assert_eq!(&nginx[1..], ["serve-http", "--port", "8080"]);
+        assert_eq!(argv(&container("ubuntu", &[])), ["sleep", "infinity"]);
+    }
+
+    #[test]
+    fn container_ids_are_stable_and_distinct() {
+        assert_eq!(
+            container_id("seed", "default", "a"),
+            container_id("seed", "default", "a")
+        );
+        assert_ne!(
+            container_id("seed", "default", "a"),
+            container_id("seed", "default", "b")
+        );
+        assert_eq!(container_id("seed", "default", "a").len(), 32);
+    }
+}

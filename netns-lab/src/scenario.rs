@@ -1,0 +1,421 @@
+//! Scenarios: the cluster a lab builds (nodes, fabric, pool, encapsulation, pods as Kubernetes
+//! Pod manifests). YAML, read with `serde_yaml`; the seed's cluster is built in, and
+//! `generated` makes N nodes with M pods each.
+
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+/// The built-in seed scenario and the manifests it names, as shipped in `scenarios/`.
+const SEED: &str = include_str!("../scenarios/seed.yaml");
+const SEED_FILES: &[(&str, &str)] = &[
+    (
+        "seed/ubuntu.yaml",
+        include_str!("../scenarios/seed/ubuntu.yaml"),
+    ),
+    (
+        "seed/multi-con.yaml",
+        include_str!("../scenarios/seed/multi-con.yaml"),
+    ),
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Encap {
+    Auto,
+    Ipip,
+    Vxlan,
+    None,
+}
+
+impl Encap {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encap::Auto => "auto",
+            Encap::Ipip => "ipip",
+            Encap::Vxlan => "vxlan",
+            Encap::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pool {
+    pub cidr: Ipv4Net,
+    #[serde(default = "default_block_size")]
+    pub block_size: u8,
+}
+
+fn default_block_size() -> u8 {
+    26
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    /// The block pinned to this node (like a podCIDR); optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block: Option<Ipv4Net>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+}
+
+/// A Kubernetes Pod manifest: the fields the lab uses; everything else (volumes, dnsConfig,
+/// imagePullPolicy...) is accepted and ignored, so real manifests load as they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodManifest {
+    #[serde(rename = "apiVersion", default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: PodSpec,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+fn default_namespace() -> String {
+    "default".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodSpec {
+    pub containers: Vec<Container>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Container {
+    pub name: String,
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Port {
+    #[serde(rename = "containerPort")]
+    pub container_port: u16,
+}
+
+/// A pod of the scenario: its manifest (inline or from a file) and its node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodEntry {
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<PodManifest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub fabric: Ipv4Net,
+    /// The fabric's gateway (an address on the fabric bridge), every node's default route.
+    pub gateway: Ipv4Addr,
+    #[serde(default = "default_encap")]
+    pub encapsulation: Encap,
+    pub pool: Pool,
+    pub nodes: Vec<Node>,
+    #[serde(default)]
+    pub pods: Vec<PodEntry>,
+}
+
+fn default_encap() -> Encap {
+    Encap::Auto
+}
+
+/// A pod ready to build: manifest resolved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pod {
+    pub node: String,
+    pub manifest: PodManifest,
+}
+
+impl Scenario {
+    /// The seed's cluster.
+    pub fn seed() -> Scenario {
+        Scenario::parse(SEED, |f| {
+            SEED_FILES
+                .iter()
+                .find(|(name, _)| *name == f)
+                .map(|(_, text)| text.to_string())
+                .with_context(|| format!("no built-in manifest {f}"))
+        })
+        .expect("the built-in seed scenario is valid")
+    }
+
+    /// Reads a scenario file; `manifestFile`s are relative to its folder.
+    pub fn load(path: &Path) -> Result<Scenario> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read scenario {}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Scenario::parse(&text, |f| {
+            let p = dir.join(f);
+            std::fs::read_to_string(&p).with_context(|| format!("read manifest {}", p.display()))
+        })
+        .with_context(|| format!("scenario {}", path.display()))
+    }
+
+    /// Parses and validates; `read` fetches `manifestFile`s (which are resolved inline).
+    pub fn parse(text: &str, read: impl Fn(&str) -> Result<String>) -> Result<Scenario> {
+        let mut s: Scenario = serde_yaml::from_str(text).context("parse the scenario YAML")?;
+        for p in &mut s.pods {
+            if let Some(f) = p.manifest_file.take() {
+                if p.manifest.is_some() {
+                    bail!("a pod on {} has both manifest and manifestFile", p.node);
+                }
+                let m: PodManifest = serde_yaml::from_str(&read(&f)?)
+                    .with_context(|| format!("parse manifest {f}"))?;
+                p.manifest = Some(m);
+            }
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// `n` nodes `node1..` on 10.0.0.0/16 (fabric) with `m` pods each, VXLAN unless told.
+    pub fn generated(n: usize, m: usize) -> Result<Scenario> {
+        if n == 0 || n > 4000 {
+            bail!("--nodes must be 1..=4000");
+        }
+        let nodes = (0..n)
+            .map(|i| Node {
+                name: format!("node{}", i + 1),
+                ip: Ipv4Addr::new(10, 0, (1 + i / 250) as u8, (i % 250 + 1) as u8),
+                block: None,
+                roles: Vec::new(),
+            })
+            .collect();
+        let pods = (0..n)
+            .flat_map(|i| {
+                (0..m).map(move |j| PodEntry {
+                    node: format!("node{}", i + 1),
+                    manifest: Some(PodManifest {
+                        api_version: "v1".into(),
+                        kind: "Pod".into(),
+                        metadata: Metadata {
+                            name: format!("pod-{}-{}", i + 1, j + 1),
+                            namespace: default_namespace(),
+                        },
+                        spec: PodSpec {
+                            containers: vec![Container {
+                                name: "app".into(),
+                                image: "busybox".into(),
+                                command: vec!["/bin/sleep".into(), "infinity".into()],
+                                args: vec![],
+                                ports: vec![],
+                            }],
+                        },
+                    }),
+                    manifest_file: None,
+                })
+            })
+            .collect();
+        let s = Scenario {
+            name: format!("gen{n}x{m}"),
+            fabric: "10.0.0.0/16".parse()?,
+            gateway: "10.0.0.254".parse()?,
+            encapsulation: Encap::Auto,
+            pool: Pool {
+                cidr: "10.64.0.0/12".parse()?,
+                block_size: 26,
+            },
+            nodes,
+            pods,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn pods(&self) -> Vec<Pod> {
+        self.pods
+            .iter()
+            .map(|p| Pod {
+                node: p.node.clone(),
+                manifest: p.manifest.clone().expect("resolved at parse"),
+            })
+            .collect()
+    }
+
+    fn validate(&self) -> Result<()> {
+        valid_name("lab name", &self.name)?;
+        if !self.fabric.contains(&self.gateway) {
+            bail!("gateway {} is not in fabric {}", self.gateway, self.fabric);
+        }
+        let mut names = HashSet::new();
+        let mut ips = HashSet::from([self.gateway]);
+        let mut blocks: BTreeMap<Ipv4Net, &str> = BTreeMap::new();
+        for n in &self.nodes {
+            valid_name("node name", &n.name)?;
+            if !names.insert(n.name.as_str()) {
+                bail!("node {} appears twice", n.name);
+            }
+            if !self.fabric.contains(&n.ip) || !ips.insert(n.ip) {
+                bail!(
+                    "node {}: address {} is outside fabric {} or taken",
+                    n.name,
+                    n.ip,
+                    self.fabric
+                );
+            }
+            if let Some(b) = n.block {
+                if !self.pool.cidr.contains(&b)
+                    || b.prefix_len() != self.pool.block_size
+                    || blocks.insert(b, &n.name).is_some()
+                {
+                    bail!(
+                        "node {}: block {b} is not a free /{} block of pool {}",
+                        n.name,
+                        self.pool.block_size,
+                        self.pool.cidr
+                    );
+                }
+            }
+        }
+        if self.nodes.is_empty() {
+            bail!("a scenario needs at least one node");
+        }
+        let mut pods = HashSet::new();
+        for p in &self.pods {
+            let m = p
+                .manifest
+                .as_ref()
+                .context("a pod has neither manifest nor manifestFile")?;
+            if !names.contains(p.node.as_str()) {
+                bail!(
+                    "pod {} is placed on unknown node {}",
+                    m.metadata.name,
+                    p.node
+                );
+            }
+            if !m.kind.is_empty() && m.kind != "Pod" {
+                bail!("{}: kind {} is not Pod", m.metadata.name, m.kind);
+            }
+            valid_name("pod name", &m.metadata.name)?;
+            if names.contains(m.metadata.name.as_str()) || !pods.insert(m.metadata.name.as_str()) {
+                bail!(
+                    "pod name {} is used twice (pods and nodes share the namespace names)",
+                    m.metadata.name
+                );
+            }
+            if m.spec.containers.is_empty() {
+                bail!("pod {} has no containers", m.metadata.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Names become namespace names under /run/netns: DNS-label-like, at most 40 characters.
+fn valid_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !name.starts_with(['-', '.']);
+    if !ok {
+        bail!("{what} {name:?} must be 1-40 characters of a-z, 0-9, '-' and '.'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seed_loads_with_its_manifests_as_they_are() {
+        let s = Scenario::seed();
+        assert_eq!(s.nodes.len(), 5);
+        assert_eq!(s.pool.cidr.to_string(), "10.233.64.0/18");
+        let pods = s.pods();
+        let multi = pods
+            .iter()
+            .find(|p| p.manifest.metadata.name == "multi-container")
+            .unwrap();
+        assert_eq!(multi.node, "sung-ubuntu05");
+        let names: Vec<_> = multi
+            .manifest
+            .spec
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["ubuntu", "nginx"]);
+        assert_eq!(
+            multi.manifest.spec.containers[1].ports[0].container_port,
+            80
+        );
+        let ubuntu = pods
+            .iter()
+            .find(|p| p.manifest.metadata.name == "ubuntu-test")
+            .unwrap();
+        assert_eq!(
+            ubuntu.manifest.spec.containers[0].command,
+            ["/bin/sleep", "3650d"]
+        );
+        assert_eq!(ubuntu.manifest.metadata.namespace, "default");
+    }
+
+    #[test]
+    fn the_shipped_file_is_the_built_in_one() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/seed.yaml");
+        let s = Scenario::load(&dir).unwrap();
+        assert_eq!(
+            serde_json::to_value(&s).unwrap(),
+            serde_json::to_value(Scenario::seed()).unwrap()
+        );
+    }
+
+    #[test]
+    fn generated_scenarios() {
+        let s = Scenario::generated(100, 10).unwrap();
+        assert_eq!((s.nodes.len(), s.pods.len()), (100, 1000));
+        assert!(Scenario::generated(0, 1).is_err());
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused_with_a_reason() {
+        let base = SEED.to_string();
+        let read = |_: &str| Ok(include_str!("../scenarios/seed/ubuntu.yaml").to_string());
+        for (bad, why) in [
+            (
+                base.replace(
+                    "node: sung-ubuntu05\n    manifestFile",
+                    "node: nowhere\n    manifestFile",
+                ),
+                "unknown node",
+            ),
+            (base.replace("192.168.110.101", "192.168.110.100"), "taken"),
+            (base.replace("10.233.91.0/24", "10.233.99.0/24"), "free"),
+            (
+                base.replace("gateway: 192.168.0.1", "gateway: 10.0.0.1"),
+                "gateway",
+            ),
+            (base.replace("name: seed", "name: Seed!"), "lab name"),
+        ] {
+            let e = Scenario::parse(&bad, read).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{why}: {e:#}");
+        }
+    }
+}

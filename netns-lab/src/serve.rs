@@ -1,0 +1,51 @@
+//! The built-in stand-ins for container images: `serve-http` answers HTTP like nginx's
+//! default page; `http-get` fetches a URL (no curl needed inside the lab).
+
+use anyhow::{bail, Context, Result};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+
+const PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Welcome to nginx!</title></head>\n<body><h1>Welcome to nginx!</h1><p>served by podnet-lab's nginx stand-in</p></body></html>\n";
+
+/// Listens on `0.0.0.0:port` and answers every request with the welcome page. Fails like a
+/// server would when the port is taken ("Address in use").
+pub fn serve_http(port: u16) -> Result<()> {
+    let listener =
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind 0.0.0.0:{port}"))?;
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            let body = PAGE.replace("stand-in", &format!("stand-in in pod {}", host.trim()));
+            let _ = write!(s, "HTTP/1.1 200 OK\r\nServer: nginx (podnet-lab)\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        });
+    }
+    Ok(())
+}
+
+/// `http://HOST:PORT/PATH` -> the response text.
+pub fn http_get(url: &str) -> Result<String> {
+    let rest = url.strip_prefix("http://").context("only http:// URLs")?;
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let mut s = TcpStream::connect(&addr).with_context(|| format!("connect to {addr}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    if !out.starts_with("HTTP/1.") {
+        bail!("not an HTTP answer from {addr}");
+    }
+    Ok(out)
+}

@@ -1,0 +1,152 @@
+//! What a lab made, on disk under `/run/podnet-lab/<lab>/`, written before each thing is made
+//! so that `down` can undo a lab that was killed half-way.
+//!
+//! ```text
+//! /run/podnet-lab/<lab>/state.json   this file: namespaces, processes, pods, CNI results
+//! /run/podnet-lab/<lab>/store.db     the lab's datastore (all agents and CNI calls share it)
+//! /run/podnet-lab/<lab>/nodes/<n>/   each agent's state folder (the published MTU)
+//! /run/podnet-lab/<lab>/logs/        agent, container and CNI logs
+//! ```
+
+use crate::scenario::Scenario;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const ROOT: &str = "/run/podnet-lab";
+
+/// A process the lab started, identified by pid and start time (so a recycled pid is never
+/// mistaken for ours).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proc {
+    pub pid: u32,
+    pub start: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeState {
+    pub name: String,
+    pub agent: Option<Proc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub name: String,
+    pub image: String,
+    pub process: Option<Proc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodState {
+    pub name: String,
+    pub namespace: String,
+    pub node: String,
+    pub container_id: String,
+    /// The CNI ADD result, kept for CHECK and DEL as a runtime keeps it.
+    pub result: Option<serde_json::Value>,
+    pub containers: Vec<ContainerState>,
+    pub created: u64,
+}
+
+impl PodState {
+    pub fn ip(&self) -> Option<String> {
+        let a = self.result.as_ref()?["ips"][0]["address"].as_str()?;
+        Some(a.split('/').next()?.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabState {
+    pub name: String,
+    pub scenario: Scenario,
+    /// The encapsulation in use (auto resolved).
+    pub encapsulation: String,
+    pub created: u64,
+    /// Every namespace path made (or about to be), in order.
+    pub namespaces: Vec<String>,
+    pub nodes: Vec<NodeState>,
+    pub pods: Vec<PodState>,
+    /// Set once `up` finished.
+    pub complete: bool,
+}
+
+pub fn dir(lab: &str) -> PathBuf {
+    Path::new(ROOT).join(lab)
+}
+
+impl LabState {
+    pub fn dir(&self) -> PathBuf {
+        dir(&self.name)
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir().join("store.db")
+    }
+
+    pub fn logs(&self) -> PathBuf {
+        self.dir().join("logs")
+    }
+
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.dir().join("nodes").join(node)
+    }
+
+    /// Writes state.json atomically.
+    pub fn save(&self) -> Result<()> {
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        let tmp = dir.join(".state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("write {}", tmp.display()))?;
+        std::fs::rename(&tmp, dir.join("state.json")).context("save the lab state")
+    }
+
+    pub fn load(lab: &str) -> Result<LabState> {
+        let path = dir(lab).join("state.json");
+        let text = std::fs::read(&path)
+            .with_context(|| format!("no lab {lab} is up (read {})", path.display()))?;
+        serde_json::from_slice(&text).with_context(|| format!("read {}", path.display()))
+    }
+
+    /// The labs with a state folder.
+    pub fn all() -> Vec<String> {
+        std::fs::read_dir(ROOT)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The one lab that is up, when no name is given.
+    pub fn current(name: Option<&str>) -> Result<LabState> {
+        match name {
+            Some(n) => LabState::load(n),
+            None => match LabState::all().as_slice() {
+                [one] => LabState::load(one),
+                [] => anyhow::bail!("no lab is up: run `podnet-lab up`"),
+                many => anyhow::bail!("several labs are up ({}): pass --lab", many.join(", ")),
+            },
+        }
+    }
+
+    pub fn pod(&self, name: &str) -> Result<&PodState> {
+        self.pods
+            .iter()
+            .find(|p| p.name == name)
+            .with_context(|| format!("no pod {name} in lab {}", self.name))
+    }
+
+    pub fn netns_path(name: &str) -> String {
+        format!("{}/{name}", podnet_netlink::netns::NETNS_DIR)
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,379 @@
+//! `podnet-lab up`: the fabric, the nodes with their agents, then the pods through the real
+//! CNI plugin. Each namespace and process is recorded in the lab state before it is made.
+
+use crate::procs::{self, Placement};
+use crate::progress::Progress;
+use crate::runtime::{self, Binaries};
+use crate::scenario::{Encap, Scenario};
+use crate::state::{self, ContainerState, LabState, NodeState, PodState};
+use anyhow::{bail, Context, Result};
+use ipnet::Ipv4Net;
+use podnet_netlink::netns::{self, Netns};
+use podnet_netlink::{Netlink, RouteKind, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// How many CNI ADDs run at once.
+const PARALLEL_ADDS: usize = 8;
+
+/// IPIP is usable without touching the host: the module is loaded (or built in).
+fn ipip_loaded() -> bool {
+    std::path::Path::new("/sys/module/ipip").exists()
+}
+
+/// Settles `auto`, saying how to get IPIP when it falls back to VXLAN.
+pub fn resolve_encap(asked: Encap) -> Encap {
+    match asked {
+        Encap::Auto if ipip_loaded() => Encap::Ipip,
+        Encap::Auto => {
+            eprintln!(
+                "note: this kernel has no IPIP loaded, so the lab uses VXLAN (same routes, tunnel vxlan.calico instead of tunl0).\n      \
+                 For IPIP as in the seed: `modprobe ipip` then `podnet-lab up --encap ipip`, or on a kernel without it `cargo xtask vm --shell`."
+            );
+            Encap::Vxlan
+        }
+        other => other,
+    }
+}
+
+pub fn up(scenario: Scenario, encap: Encap, bins: &Binaries) -> Result<LabState> {
+    let started = Instant::now();
+    if state::dir(&scenario.name).join("state.json").exists() {
+        bail!(
+            "lab {} is already up (or left over): run `podnet-lab down` first",
+            scenario.name
+        );
+    }
+    for name in scenario.nodes.iter().map(|n| n.name.clone()).chain(
+        scenario
+            .pods()
+            .iter()
+            .map(|p| p.manifest.metadata.name.clone()),
+    ) {
+        if std::path::Path::new(&LabState::netns_path(&name)).exists() {
+            bail!("a network namespace named {name} already exists (/run/netns/{name}); remove it or rename the lab's");
+        }
+    }
+    let encap = resolve_encap(encap);
+    let mut lab = LabState {
+        name: scenario.name.clone(),
+        scenario,
+        encapsulation: encap.as_str().into(),
+        created: state::now(),
+        namespaces: Vec::new(),
+        nodes: Vec::new(),
+        pods: Vec::new(),
+        complete: false,
+    };
+    lab.save()?;
+    // From here on, a failure removes everything this `up` made.
+    if let Err(e) = build(&mut lab, encap, bins) {
+        eprintln!("podnet-lab: up failed, removing what it made");
+        if let Err(d) = crate::down::down(&lab.name) {
+            eprintln!("{d:#}");
+        }
+        return Err(e);
+    }
+    eprintln!(
+        "lab {} is up in {:.1} s ({} nodes, {} pods, {})",
+        lab.name,
+        started.elapsed().as_secs_f64(),
+        lab.nodes.len(),
+        lab.pods.len(),
+        lab.encapsulation
+    );
+    Ok(lab)
+}
+
+fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
+    std::fs::create_dir_all(lab.logs())?;
+    build_fabric_and_nodes(lab)?;
+    if encap == Encap::Ipip {
+        let first = LabState::netns_path(&lab.scenario.nodes[0].name);
+        let mut nl = Netns::open(&first)?.run(Netlink::open)??;
+        if nl.link("tunl0")?.is_none() {
+            nl.add_ipip("tunl0", 1480).context("this kernel cannot make IPIP devices; use --encap vxlan, or `cargo xtask vm --shell` for a kernel with IPIP")?;
+        }
+    }
+    start_agents(lab, bins)?;
+    wait_for_routes(lab)?;
+    add_pods(lab, bins)?;
+    lab.complete = true;
+    lab.save()
+}
+
+/// The fabric namespace with bridge `br0` (holding the gateway address), and each node: a
+/// namespace whose `ens3` is a port of the bridge, with its address and a default route.
+fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
+    let fabric_path = LabState::netns_path(&format!("{}-fabric", lab.name));
+    lab.namespaces.push(fabric_path.clone());
+    lab.save()?;
+    let fabric = netns::create(&fabric_path)?;
+    let mut f = fabric.run(Netlink::open)??;
+    f.add_bridge("br0")?;
+    let br = f.link("br0")?.context("br0 vanished")?;
+    f.add_address(
+        br.index,
+        Ipv4Net::new(lab.scenario.gateway, lab.scenario.fabric.prefix_len())?,
+    )?;
+    f.set_up(br.index)?;
+    let lo = f.link("lo")?.context("lo")?;
+    f.set_up(lo.index)?;
+    let nodes = lab.scenario.nodes.clone();
+    let mut progress = Progress::new("nodes", nodes.len());
+    for (i, node) in nodes.iter().enumerate() {
+        let path = LabState::netns_path(&node.name);
+        lab.namespaces.push(path.clone());
+        lab.nodes.push(NodeState {
+            name: node.name.clone(),
+            agent: None,
+        });
+        if i % 16 == 0 {
+            lab.save()?;
+        }
+        let ns = netns::create(&path)?;
+        let port = format!("n{i}");
+        f.add_veth(&VethSpec {
+            name: &port,
+            mac: None,
+            mtu: 1500,
+            alias: None,
+            peer_name: "ens3",
+            peer_netns: Some(ns.fd()),
+        })?;
+        let p = f.link(&port)?.context("fabric port vanished")?;
+        f.set_controller(p.index, br.index)?;
+        f.set_up(p.index)?;
+        let mut nl = ns.run(Netlink::open)??;
+        let lo = nl.link("lo")?.context("lo")?;
+        nl.set_up(lo.index)?;
+        let ens3 = nl.link("ens3")?.context("ens3 vanished")?;
+        nl.add_address(
+            ens3.index,
+            Ipv4Net::new(node.ip, lab.scenario.fabric.prefix_len())?,
+        )?;
+        nl.set_up(ens3.index)?;
+        nl.add_route(
+            &RouteSpec {
+                dst: Ipv4Net::default(),
+                kind: RouteKind::Unicast,
+                gateway: Some(lab.scenario.gateway),
+                oif: Some(ens3.index),
+                scope_link: false,
+                onlink: false,
+                protocol: 4,
+            },
+            false,
+        )?;
+        progress.step();
+    }
+    lab.save()
+}
+
+fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
+    let pool = lab.scenario.pool.clone();
+    for i in 0..lab.nodes.len() {
+        let node = lab.scenario.nodes[i].clone();
+        let mut cmd = Command::new(bins.path("podnet-agent"));
+        cmd.args([
+            "run",
+            "--node-name",
+            &node.name,
+            "--node-ip",
+            &node.ip.to_string(),
+        ])
+        .args(["--encapsulation", &lab.encapsulation])
+        .args([
+            "--pool",
+            &pool.cidr.to_string(),
+            "--block-size",
+            &pool.block_size.to_string(),
+        ])
+        .arg("--datastore")
+        .arg(lab.store())
+        .arg("--state-dir")
+        .arg(lab.node_dir(&node.name))
+        .env("PODNET_LAB", &lab.name);
+        if let Some(b) = node.block {
+            cmd.args(["--node-block", &b.to_string()]);
+        }
+        let netns = LabState::netns_path(&node.name);
+        let p = procs::spawn_daemon(
+            cmd,
+            &Placement {
+                netns: &netns,
+                uts_of: None,
+                hostname: Some(&node.name),
+                detach: true,
+            },
+            &lab.logs().join(format!("agent-{}.log", node.name)),
+        )?;
+        lab.nodes[i].agent = Some(p);
+    }
+    lab.save()
+}
+
+/// Waits until every node's kernel has a route to every node's block.
+fn wait_for_routes(lab: &LabState) -> Result<()> {
+    let n = lab.nodes.len();
+    let mut sockets: Vec<Netlink> = lab
+        .nodes
+        .iter()
+        .map(|node| Ok(Netns::open(LabState::netns_path(&node.name))?.run(Netlink::open)??))
+        .collect::<Result<_>>()?;
+    let start = Instant::now();
+    let mut progress = Progress::new("agents ready", n);
+    let mut ready = vec![false; n];
+    while ready.iter().any(|r| !r) {
+        if start.elapsed() > Duration::from_secs(60 + n as u64 / 2) {
+            let late: Vec<&str> = lab
+                .nodes
+                .iter()
+                .zip(&ready)
+                .filter(|(_, r)| !**r)
+                .map(|(n, _)| n.name.as_str())
+                .collect();
+            bail!(
+                "agents on {} did not converge; see {}",
+                late.join(", "),
+                lab.logs().display()
+            );
+        }
+        for (i, nl) in sockets.iter_mut().enumerate() {
+            if ready[i] {
+                continue;
+            }
+            if let Some(p) = &lab.nodes[i].agent {
+                if !procs::alive(p) {
+                    let log = std::fs::read_to_string(
+                        lab.logs().join(format!("agent-{}.log", lab.nodes[i].name)),
+                    )
+                    .unwrap_or_default();
+                    bail!("the agent of {} exited:\n{}", lab.nodes[i].name, log.trim());
+                }
+            }
+            let owned = nl
+                .routes()?
+                .iter()
+                .filter(|r| r.protocol == AGENT_ROUTE_PROTOCOL)
+                .count();
+            if owned >= n {
+                ready[i] = true;
+                progress.step();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Pods in scenario order per node (so addresses come out as the scenario intends), nodes in
+/// parallel, at most [`PARALLEL_ADDS`] at a time.
+fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
+    let pods = lab.scenario.pods();
+    if pods.is_empty() {
+        return Ok(());
+    }
+    for p in &pods {
+        let m = &p.manifest.metadata;
+        lab.namespaces.push(LabState::netns_path(&m.name));
+        lab.pods.push(PodState {
+            name: m.name.clone(),
+            namespace: m.namespace.clone(),
+            node: p.node.clone(),
+            container_id: runtime::container_id(&lab.name, &m.namespace, &m.name),
+            result: None,
+            containers: p
+                .manifest
+                .spec
+                .containers
+                .iter()
+                .map(|c| ContainerState {
+                    name: c.name.clone(),
+                    image: c.image.clone(),
+                    process: None,
+                })
+                .collect(),
+            created: state::now(),
+        });
+    }
+    lab.save()?;
+    // Per node, in order; nodes spread over the workers.
+    let mut per_node: Vec<Vec<usize>> = Vec::new();
+    for node in &lab.scenario.nodes {
+        per_node.push(
+            (0..pods.len())
+                .filter(|&i| pods[i].node == node.name)
+                .collect(),
+        );
+    }
+    let progress = std::sync::Mutex::new(Progress::new("pods", pods.len()));
+    let shared: &LabState = lab;
+    let queue = std::sync::Mutex::new(per_node.into_iter());
+    let results: Vec<Result<(usize, serde_json::Value, Vec<crate::state::Proc>)>> =
+        std::thread::scope(|s| {
+            let workers: Vec<_> = (0..PARALLEL_ADDS)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut out = Vec::new();
+                        loop {
+                            let Some(list) = queue.lock().unwrap().next() else {
+                                break;
+                            };
+                            for i in list {
+                                out.push(make_pod(
+                                    shared,
+                                    bins,
+                                    i,
+                                    &pods[i].manifest.spec.containers,
+                                ));
+                                progress.lock().unwrap().step();
+                            }
+                        }
+                        out
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|w| w.join().expect("pod worker panicked"))
+                .collect()
+        });
+    let mut first_error = None;
+    for r in results {
+        match r {
+            Ok((i, result, procs)) => {
+                lab.pods[i].result = Some(result);
+                for (c, p) in lab.pods[i].containers.iter_mut().zip(procs) {
+                    c.process = Some(p);
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    lab.save()?;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// One pod: its namespace, CNI ADD, its containers.
+fn make_pod(
+    lab: &LabState,
+    bins: &Binaries,
+    i: usize,
+    containers: &[crate::scenario::Container],
+) -> Result<(usize, serde_json::Value, Vec<crate::state::Proc>)> {
+    let pod = &lab.pods[i];
+    netns::create(LabState::netns_path(&pod.name))?;
+    let result = runtime::cni(bins, lab, pod, "ADD")?;
+    let mut procs = Vec::new();
+    for c in containers {
+        let first = procs.first().map(|p: &crate::state::Proc| p.pid);
+        procs.push(runtime::start_container(lab, pod, c, first)?);
+    }
+    Ok((i, result, procs))
+}

@@ -1,0 +1,262 @@
+//! The lab end to end, as a user runs it: `up`, `test`, the views, `down`, and recovery from a
+//! lab killed half-way. The host's own namespace must be exactly as before.
+//! The seed lab uses fixed namespace names, so these tests run one at a time.
+
+use podnet_netlink::Netlink;
+use serial_test::serial;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const LAB: &str = env!("CARGO_BIN_EXE_podnet-lab");
+
+fn lab(args: &[&str]) -> Output {
+    Command::new(LAB)
+        .args(args)
+        .output()
+        .expect("run podnet-lab")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = lab(args);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "podnet-lab {args:?} failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// The host namespace's interfaces, addresses, routes and forwarding sysctls.
+fn host_snapshot() -> String {
+    let mut nl = Netlink::open().unwrap();
+    let mut s = String::new();
+    for l in nl.links().unwrap() {
+        s += &format!(
+            "link {} {} {} {} {}\n",
+            l.index,
+            l.name,
+            l.mtu,
+            l.mac_string(),
+            l.flags & 0xffff
+        );
+    }
+    for a in nl.addresses().unwrap() {
+        s += &format!("addr {} {}\n", a.index, a.net);
+    }
+    for r in nl.routes().unwrap() {
+        s += &format!("route {:?}\n", r);
+    }
+    for k in [
+        "net/ipv4/ip_forward",
+        "net/ipv4/conf/all/forwarding",
+        "net/ipv4/conf/default/forwarding",
+    ] {
+        s += &format!(
+            "{k}={}",
+            std::fs::read_to_string(format!("/proc/sys/{k}")).unwrap()
+        );
+    }
+    s
+}
+
+fn namespaces() -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn lab_processes() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            std::fs::read(e.path().join("environ"))
+                .ok()
+                .map(|env| (e, env))
+        })
+        .filter(|(_, env)| env.windows(10).any(|w| w == b"PODNET_LAB"))
+        .map(|(e, _)| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+fn assert_gone(before: &str) {
+    let seed_names = [
+        "sung-ubuntu01",
+        "sung-ubuntu05",
+        "ubuntu-test",
+        "multi-container",
+        "seed-fabric",
+    ];
+    let left: Vec<String> = namespaces()
+        .into_iter()
+        .filter(|n| seed_names.contains(&n.as_str()))
+        .collect();
+    assert!(left.is_empty(), "namespaces left: {left:?}");
+    assert!(
+        !std::path::Path::new("/run/podnet-lab/seed").exists(),
+        "state folder left"
+    );
+    assert_eq!(host_snapshot(), before, "the host namespace changed");
+}
+
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
+    let before = host_snapshot();
+    ok(&["up", "--quiet"]);
+    let result = std::panic::catch_unwind(|| {
+        let report = ok(&["test"]);
+        assert!(report.contains("0 failed"), "{report}");
+        assert!(report.contains("PASS  trace ubuntu-test -> multi-container is 192.168.110.103, 10.233.78.0, 10.233.78.3"), "{report}");
+        let pods = ok(&["get", "pods", "-o", "wide"]);
+        assert!(
+            pods.contains("ubuntu-test")
+                && pods.contains("10.233.99.1")
+                && pods.contains("sung-ubuntu04"),
+            "{pods}"
+        );
+        assert!(pods.contains("multi-container   2/2     Running"), "{pods}");
+        let nodes = ok(&["get", "nodes", "-o", "wide"]);
+        assert_eq!(nodes.matches("Ready ").count(), 5, "{nodes}");
+        let routes = ok(&["routes", "sung-ubuntu04"]);
+        assert!(routes.contains("10.233.99.1     0.0.0.0         255.255.255.255 UH    0      0        0 calie3df4d89b13"), "{routes}");
+        assert!(
+            routes.contains(
+                "10.233.99.0     0.0.0.0         255.255.255.0   U     0      0        0 *"
+            ),
+            "{routes}"
+        );
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("10.233.78.0     ") && l.contains("255.255.255.0   UG")),
+            "{routes}"
+        );
+        let ifc = ok(&["ifconfig", "ubuntu-test"]);
+        assert!(
+            ifc.contains("inet 10.233.99.1  netmask 255.255.255.255  broadcast 0.0.0.0"),
+            "{ifc}"
+        );
+        let hostname = ok(&["exec", "multi-container", "-c", "nginx", "--", "hostname"]);
+        assert_eq!(hostname.trim(), "multi-container");
+        let out = lab(&["exec", "ubuntu-test", "--", "sh", "-c", "exit 7"]);
+        assert_eq!(out.status.code(), Some(7), "exec passes the exit code on");
+        let node = ok(&[
+            "node",
+            "sung-ubuntu04",
+            "--",
+            "ip",
+            "-br",
+            "addr",
+            "show",
+            "dev",
+            "ens3",
+        ]);
+        assert!(node.contains("192.168.110.103/16"), "{node}");
+        // Also reachable by name with ip netns exec.
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                "ubuntu-test",
+                "ip",
+                "-br",
+                "addr",
+                "show",
+                "dev",
+                "eth0",
+            ])
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("10.233.99.1/32"));
+        assert_ne!(
+            lab(&["up", "--quiet"]).status.code(),
+            Some(0),
+            "a second up of the same lab is refused"
+        );
+    });
+    ok(&["down"]);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert_gone(&before);
+    assert!(
+        lab_processes().is_empty(),
+        "lab processes left: {:?}",
+        lab_processes()
+    );
+}
+
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn a_lab_killed_half_way_is_removed_by_down() {
+    let before = host_snapshot();
+    for delay_ms in [30, 60, 90, 120] {
+        let mut child = Command::new(LAB)
+            .args(["up", "--quiet"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL, mid-way
+        let _ = child.wait();
+        let out = lab(&["down", "--all"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_gone(&before);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            lab_processes().is_empty(),
+            "after a kill at {delay_ms} ms: {:?}",
+            lab_processes()
+        );
+    }
+}
+
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn generated_and_file_scenarios() {
+    let before = host_snapshot();
+    ok(&[
+        "up",
+        "--quiet",
+        "--nodes",
+        "3",
+        "--pods-per-node",
+        "2",
+        "--encap",
+        "none",
+    ]);
+    let report = lab(&["--lab", "gen3x2", "test"]);
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    ok(&["--lab", "gen3x2", "down"]);
+    assert!(report.status.success(), "{text}");
+    assert!(
+        text.contains("a pod on every node reaches a pod on every other node (6 pairs)"),
+        "{text}"
+    );
+    assert_eq!(host_snapshot(), before);
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: x\nfabric: 10.9.0.0/16\ngateway: 10.9.0.1\npool: {cidr: 10.99.0.0/16}\nnodes: [{name: a, ip: 10.8.0.1}]\n").unwrap();
+    let out = lab(&["up", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("outside fabric"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
