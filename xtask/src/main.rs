@@ -28,19 +28,27 @@ enum Task {
     Test(test::Args),
     /// Measure podnet against the reference implementations, in one run.
     Bench(bench::Args),
-    /// The namespace lab (arrives with issue 5).
+    /// Build the binaries and run `podnet-lab` with these arguments (`lab up`, `lab test`,
+    /// `lab down`...), as root (through sudo when you are not root).
     Lab {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
 
+/// Builds every binary, then runs the lab with `args` as root; its exit status is ours.
+fn lab(args: Vec<String>) -> Result<()> {
+    sh::execute(sh::cargo().args(["build", "-q", "--workspace", "--bins"]))?;
+    let bin = sh::root().join("target/debug/podnet-lab");
+    let mut cmd = sh::as_root(bin.to_str().expect("UTF-8 path"))?;
+    let status = cmd.args(&args).status()?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Test(args) => test::run(args),
         Task::Bench(args) => bench::run(args),
-        Task::Lab { .. } => anyhow::bail!(
-            "the lab is not built yet (issue 5: podnet-lab); `cargo xtask test` runs what exists"
-        ),
+        Task::Lab { args } => lab(args),
     }
 }
