@@ -83,6 +83,34 @@ enum Cmd {
     Ifconfig { name: String },
     /// A real traceroute from a pod, each hop annotated.
     Trace { from: String, to: String },
+    /// The path of a packet, from the kernel's own route lookups in each namespace.
+    Explain { from: String, to: String },
+    /// The live topology as Graphviz: SVG with `dot` installed (-o x.svg), else DOT text.
+    Graph {
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Packets on an interface inside a node (or pod): a pcap file, or one line each.
+    Capture {
+        node: String,
+        iface: String,
+        /// Write a pcap file (tcpdump -r / Wireshark).
+        #[arg(short = 'w', long)]
+        write: Option<PathBuf>,
+        #[arg(short, long, default_value_t = 10)]
+        count: usize,
+        /// Stop after this many seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+        /// Keep every frame, not only IPv4 (ARP, IPv6 neighbour discovery...).
+        #[arg(long)]
+        all: bool,
+    },
+    /// The seed's three exercises, step by step on the live lab.
+    Tour {
+        #[arg(long, value_enum, default_value_t = views::tour::Lang::En)]
+        lang: views::tour::Lang,
+    },
     /// Check the lab against what the seed shows; non-zero exit on any failure.
     Test,
     /// (used inside the lab) answer HTTP like nginx's default page.
@@ -104,6 +132,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SVG through Graphviz's `dot`, if installed.
+fn render_svg(dot: &str) -> Result<Vec<u8>> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("run dot")?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(dot.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("dot failed");
+    }
+    Ok(out.stdout)
 }
 
 fn need_root() -> Result<()> {
@@ -196,6 +245,72 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let l = LabState::current(lab)?;
             let hops = views::trace(&l, &from, &to)?;
             print!("{}", views::render_trace(&l, &from, &to, &hops));
+        }
+        Cmd::Explain { from, to } => {
+            let l = LabState::current(lab)?;
+            print!("{}", views::explain(&l, &from, &to)?);
+        }
+        Cmd::Graph { output } => {
+            let l = LabState::current(lab)?;
+            let dot = views::dot(&l)?;
+            match output {
+                None => print!("{dot}"),
+                Some(path) if path.extension().is_some_and(|e| e == "svg") => {
+                    let svg = render_svg(&dot);
+                    match svg {
+                        Ok(svg) => std::fs::write(&path, svg)?,
+                        Err(e) => {
+                            let dot_path = path.with_extension("dot");
+                            std::fs::write(&dot_path, &dot)?;
+                            eprintln!(
+                                "no SVG ({e:#}); wrote DOT to {} (install graphviz for SVG)",
+                                dot_path.display()
+                            );
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                    }
+                    eprintln!("wrote {}", path.display());
+                }
+                Some(path) => {
+                    std::fs::write(&path, &dot)?;
+                    eprintln!("wrote {}", path.display());
+                }
+            }
+        }
+        Cmd::Capture {
+            node,
+            iface,
+            write,
+            count,
+            timeout,
+            all,
+        } => {
+            let l = LabState::current(lab)?;
+            let frames = views::capture::capture(
+                &l,
+                &node,
+                &iface,
+                count,
+                std::time::Duration::from_secs(timeout),
+                !all,
+            )?;
+            match write {
+                Some(path) => {
+                    let mut f = std::fs::File::create(&path)
+                        .with_context(|| format!("create {}", path.display()))?;
+                    views::capture::write_pcap(&mut f, &frames)?;
+                    eprintln!("{} packets written to {}", frames.len(), path.display());
+                }
+                None => {
+                    for f in &frames {
+                        println!("{}", views::capture::summary(f));
+                    }
+                }
+            }
+        }
+        Cmd::Tour { lang } => {
+            let l = LabState::current(lab)?;
+            views::tour::tour(&l, lang)?;
         }
         Cmd::Test => {
             let l = LabState::current(lab)?;

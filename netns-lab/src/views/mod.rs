@@ -1,15 +1,21 @@
 //! The commands that look at a lab: tables, routes, interfaces, traceroute, checks.
 
+pub mod capture;
 mod checks;
 mod exec;
+mod explain;
 mod get;
+mod graph;
 mod ifconfig;
 mod routes;
+pub mod tour;
 mod trace;
 
 pub use checks::test;
 pub use exec::{exec, node_exec};
+pub use explain::explain;
 pub use get::{get_nodes, get_pods};
+pub use graph::dot;
 pub use ifconfig::ifconfig;
 pub use routes::routes;
 pub use trace::{render_trace, trace};
@@ -39,7 +45,9 @@ pub fn next_steps(lab: &LabState) {
     println!("  podnet-lab ifconfig {a}");
     println!("  podnet-lab routes {node}");
     println!("  podnet-lab trace {a} {b}");
+    println!("  podnet-lab explain {a} {b}");
     println!("  podnet-lab exec {a} -- ping -c 2 <IP of {b}>");
+    println!("  podnet-lab tour            (--lang ko: 한국어)");
     println!("  podnet-lab test");
     println!("  podnet-lab down");
 }

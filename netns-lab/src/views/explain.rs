@@ -1,0 +1,139 @@
+//! `explain FROM TO`: the path a packet takes, told from the kernel's own route lookups in
+//! each namespace on the way (as `ip route get` would answer), the way the seed explains it.
+
+use super::trace::resolve;
+use crate::inventory::Inventory;
+use crate::state::LabState;
+use anyhow::{bail, Context, Result};
+use podnet_netlink::{Netlink, Netns, Route, RouteKind};
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+struct Ns {
+    nl: Netlink,
+    names: HashMap<u32, String>,
+}
+
+impl Ns {
+    fn open(name: &str) -> Result<Ns> {
+        let mut nl = Netns::open(LabState::netns_path(name))?.run(Netlink::open)??;
+        let names = nl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+        Ok(Ns { nl, names })
+    }
+
+    fn lookup(&mut self, dst: Ipv4Addr) -> Result<Route> {
+        self.nl
+            .route_to(dst)?
+            .with_context(|| format!("no route to {dst}"))
+    }
+
+    fn dev(&self, r: &Route) -> String {
+        r.oif
+            .and_then(|i| self.names.get(&i).cloned())
+            .unwrap_or_else(|| "-".into())
+    }
+
+    fn show(&self, r: &Route, dst: Ipv4Addr) -> String {
+        let mut s = match r.kind {
+            RouteKind::Blackhole => format!("blackhole {dst}"),
+            RouteKind::Unicast => dst.to_string(),
+        };
+        if let Some(g) = r.gateway {
+            s += &format!(" via {g}");
+        }
+        s += &format!(" dev {}", self.dev(r));
+        if let Some(src) = r.pref_source {
+            s += &format!(" src {src}");
+        }
+        s
+    }
+}
+
+pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
+    let src_pod = lab.pod(from)?;
+    let dst = resolve(lab, to)?;
+    let inv = Inventory::read(lab);
+    let mut out = format!(
+        "How a packet from pod {from} ({}) reaches {dst} ({}):\n\n",
+        src_pod.ip().unwrap_or_default(),
+        inv.describe(dst)
+    );
+    let mut pod = Ns::open(from)?;
+    let r = pod.lookup(dst)?;
+    out += &format!(
+        "1. In pod {from}, the kernel's route to {dst}: `{}`.\n   169.254.1.1 is nobody's address: the node's end of the veth answers ARP for it (proxy ARP), so every\n   packet leaves the pod for its node, {}, whatever the destination.\n\n",
+        pod.show(&r, dst),
+        src_pod.node
+    );
+    let mut node = Ns::open(&src_pod.node)?;
+    let r = node.lookup(dst)?;
+    let dev = node.dev(&r);
+    if dev.starts_with("cali") {
+        out += &format!(
+            "2. On {}, `{}`: the destination lives on this same node, down veth {dev}.\n",
+            src_pod.node,
+            node.show(&r, dst)
+        );
+        return Ok(out);
+    }
+    let Some(gw) = r.gateway else {
+        bail!("{} has no gateway towards {dst}", src_pod.node)
+    };
+    let far = inv
+        .records
+        .iter()
+        .find(|n| n.ip == gw || n.tunnel_ip == Some(gw))
+        .with_context(|| format!("no node owns {gw}"))?
+        .clone();
+    let block = node
+        .nl
+        .routes()?
+        .into_iter()
+        .filter(|x| x.dst.contains(&dst) && x.dst.prefix_len() > 0)
+        .max_by_key(|x| x.dst.prefix_len());
+    out += &format!(
+        "2. On {}, the kernel's route to {dst}: `{}`.\n   It is the route to {}'s block{}: knowing a pod's address tells which node it is on.\n",
+        src_pod.node,
+        node.show(&r, dst),
+        far.name,
+        block.map(|b| format!(" {}", b.dst)).unwrap_or_default()
+    );
+    let outer = node.lookup(far.ip)?;
+    let outer_src = outer
+        .pref_source
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "?".into());
+    match dev.as_str() {
+        "tunl0" => out += &format!(
+            "   tunl0 wraps the packet in a new IP header (IPIP, IP protocol 4): outer source {outer_src}, outer destination {}\n   (the route to it: `{}`), so the fabric only ever sees node addresses.\n\n",
+            far.ip,
+            node.show(&outer, far.ip)
+        ),
+        "vxlan.calico" => out += &format!(
+            "   vxlan.calico wraps it in Ethernet + UDP port 4789 (VNI 4096): {gw} is at {}'s VXLAN MAC (a permanent\n   neighbour entry), and that MAC is behind {} (an FDB entry). Outer IP: {outer_src} -> {} (route `{}`).\n\n",
+            far.name,
+            far.ip,
+            far.ip,
+            node.show(&outer, far.ip)
+        ),
+        _ => out += &format!("   No tunnel: the packet goes out {dev} as it is, to {} on the fabric.\n\n", far.ip),
+    }
+    let mut far_ns = Ns::open(&far.name)?;
+    let r = far_ns.lookup(dst)?;
+    let last = far_ns.dev(&r);
+    out += &format!(
+        "3. On {}, {}the route to {dst} is `{}`: the veth {last} into the pod (its route, made by the CNI plugin).\n",
+        far.name,
+        if dev == "tunl0" || dev == "vxlan.calico" { format!("{dev} unwraps the packet; ") } else { String::new() },
+        far_ns.show(&r, dst)
+    );
+    out += &format!(
+        "4. In {}, {dst} is eth0's own /32: delivered.\n",
+        inv.describe(dst)
+    );
+    out += &format!(
+        "\nThe replies take the mirror path: {} routes {}'s block back through its tunnel.\n",
+        far.name, src_pod.node
+    );
+    Ok(out)
+}

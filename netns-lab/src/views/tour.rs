@@ -1,0 +1,108 @@
+//! `tour`: the seed's three exercises replayed on the live lab. Each step runs a real command,
+//! shows its output, and says what to notice. English, or Korean with `--lang ko` (the seed's
+//! readers are Korean).
+
+use crate::state::LabState;
+use anyhow::{bail, Result};
+use std::process::Command;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Lang {
+    En,
+    Ko,
+}
+
+struct Step {
+    args: Vec<String>,
+    en: String,
+    ko: String,
+}
+
+fn step(args: &[&str], en: &str, ko: &str) -> Step {
+    Step {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        en: en.into(),
+        ko: ko.into(),
+    }
+}
+
+pub fn tour(lab: &LabState, lang: Lang) -> Result<()> {
+    if lab.pod("ubuntu-test").is_err() || lab.pod("multi-container").is_err() {
+        bail!("the tour follows the seed: bring up the seed scenario (podnet-lab up) first");
+    }
+    let me = std::env::current_exe()?.display().to_string();
+    let tunnel = if lab.encapsulation == "ipip" {
+        "tunl0"
+    } else {
+        "vxlan.calico"
+    };
+    let overhead = if lab.encapsulation == "ipip" {
+        "20-byte IPIP"
+    } else {
+        "50-byte VXLAN"
+    };
+    let store = lab.store().display().to_string();
+    let exercises: Vec<(&str, &str, Vec<Step>)> = vec![
+        (
+            "Exercise 1: a pod's interfaces, and its node's",
+            "실습 1: 파드와 노드의 인터페이스",
+            vec![
+                step(&["get", "pods", "-o", "wide"], "ubuntu-test runs on sung-ubuntu04 with 10.233.99.1: the node's block is 10.233.99.0/24.", "ubuntu-test 파드는 sung-ubuntu04 노드에서 10.233.99.1을 받았습니다. 이 노드의 블록은 10.233.99.0/24 입니다."),
+                step(&["ifconfig", "ubuntu-test"], &format!("eth0 holds a /32 (netmask 255.255.255.255): the pod has no subnet, everything goes to its node. MTU = 1500 minus the {overhead} header."), &format!("eth0 은 /32 (netmask 255.255.255.255) 주소를 가집니다. 파드에는 서브넷이 없고 모든 패킷은 노드로 갑니다. MTU 는 1500 에서 {overhead} 헤더를 뺀 값입니다.")),
+                step(&["ifconfig", "sung-ubuntu04"], &format!("{tunnel} holds 10.233.99.0/32, the first address of the node's block; the pods get the rest. Each cali interface is a pod's veth, MAC ee:ee:ee:ee:ee:ee, no address."), &format!("{tunnel} 은 노드 블록의 첫 주소 10.233.99.0/32 를 가지고, 파드들은 나머지 주소를 받습니다. cali 로 시작하는 인터페이스는 파드의 veth 이며 MAC 은 ee:ee:ee:ee:ee:ee, 주소는 없습니다.")),
+                step(&["!podnet-ipam", "--datastore", &store, "show"], "The pool 10.233.64.0/18 holds 64 /24 blocks (third octet 64..127), not 156 as the seed's arithmetic says.", "풀 10.233.64.0/18 은 /24 블록 64개 (세 번째 옥텟 64..127) 를 담습니다. 원문의 156개 계산은 틀렸습니다."),
+            ],
+        ),
+        (
+            "Exercise 2: two containers, one network namespace",
+            "실습 2: 컨테이너 두 개, 네트워크 네임스페이스 하나",
+            vec![
+                step(&["exec", "multi-container", "-c", "ubuntu", "--", "ip", "-br", "link", "show", "dev", "eth0"], "From the ubuntu container: eth0 and its MAC...", "ubuntu 컨테이너에서 본 eth0 와 MAC..."),
+                step(&["exec", "multi-container", "-c", "nginx", "--", "ip", "-br", "link", "show", "dev", "eth0"], "...and from the nginx container: the same interface, same MAC. Both live in the pod's one namespace.", "...nginx 컨테이너에서 본 것도 같은 인터페이스, 같은 MAC 입니다. 두 컨테이너는 파드의 네임스페이스 하나를 공유합니다."),
+                step(&["exec", "multi-container", "-c", "ubuntu", "--", &me, "http-get", "http://localhost:80/"], "ubuntu reaches nginx on localhost: same namespace, same loopback.", "ubuntu 컨테이너가 localhost 로 nginx 에 접속합니다. 같은 네임스페이스, 같은 loopback 입니다."),
+                step(&["exec", "multi-container", "-c", "ubuntu", "--", "timeout", "2", &me, "serve-http", "--port", "80"], "A second server on port 80 in the same pod fails: address in use. Containers of a pod can't share a port.", "같은 파드에서 80 포트를 두 번 쓸 수는 없습니다: address in use."),
+            ],
+        ),
+        (
+            "Exercise 3: how a pod on one node reaches a pod on another",
+            "실습 3: 한 노드의 파드가 다른 노드의 파드에 닿는 길",
+            vec![
+                step(&["routes", "sung-ubuntu04"], &format!("Every other node's /24 goes via that node through {tunnel}; the local /24 is a blackhole ('*'); each local pod has a /32 on its cali interface."), &format!("다른 노드의 /24 는 그 노드를 거쳐 {tunnel} 로 갑니다. 자기 /24 는 blackhole ('*') 이고, 각 로컬 파드는 cali 인터페이스에 /32 경로를 가집니다.")),
+                step(&["trace", "ubuntu-test", "multi-container"], &format!("Hop 1 is the pod's own node; hop 2 is sung-ubuntu05's {tunnel}: the packet crossed the tunnel; hop 3 is the pod."), &format!("1번 홉은 파드의 노드, 2번 홉은 sung-ubuntu05 의 {tunnel}: 터널을 건넜습니다. 3번 홉이 목적지 파드입니다.")),
+                step(&["explain", "ubuntu-test", "multi-container"], "The same path from the kernel's own route lookups. Knowing a pod's IP tells which node it is on.", "커널의 경로 조회로 본 같은 길입니다. 파드 IP 를 알면 어느 노드에 있는지 알 수 있습니다."),
+            ],
+        ),
+    ];
+    let bin_dir = std::env::current_exe()?.parent().map(|p| p.to_path_buf());
+    for (title_en, title_ko, steps) in exercises {
+        println!(
+            "\n=== {} ===",
+            if lang == Lang::Ko { title_ko } else { title_en }
+        );
+        for s in steps {
+            let (program, args) = match s.args[0].strip_prefix('!') {
+                Some(tool) => (
+                    bin_dir
+                        .as_ref()
+                        .map(|d| d.join(tool))
+                        .unwrap_or_else(|| tool.into()),
+                    s.args[1..].to_vec(),
+                ),
+                None => (std::env::current_exe()?, s.args.clone()),
+            };
+            let shown = program
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            println!("\n$ {shown} {}", args.join(" "));
+            let out = Command::new(&program).args(&args).output()?;
+            let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&out.stderr));
+            for line in text.lines().take(40) {
+                println!("  {line}");
+            }
+            println!("-> {}", if lang == Lang::Ko { &s.ko } else { &s.en });
+        }
+    }
+    Ok(())
+}
