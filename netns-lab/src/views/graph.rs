@@ -66,12 +66,8 @@ pub fn dot(lab: &LabState) -> Result<String> {
                 detail
             )?;
         }
-        if let Some(b) = inv
-            .records
-            .iter()
-            .find(|r| r.name == node.name)
-            .and_then(|_| node.block)
-        {
+        let registered = inv.records.iter().any(|r| r.name == node.name);
+        if let Some(b) = node.block.filter(|_| registered) {
             writeln!(g, "    {n}_block [label=\"block {b}\\n(blackhole for unused addresses)\", shape=note];")?;
         }
         writeln!(g, "  }}")?;
