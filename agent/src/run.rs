@@ -125,10 +125,17 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     }
 }
 
-/// Waits for a trigger (or the resync period), then takes every other pending one too.
+/// How long a burst of changes (nodes joining at once) is collected into one pass.
+const DEBOUNCE: Duration = Duration::from_millis(15);
+
+/// Waits for a trigger (or the resync period), lets a burst settle for [`DEBOUNCE`], then
+/// takes every pending trigger at once.
 fn wait(rx: &Receiver<Trigger>, resync: Duration) {
     match rx.recv_timeout(resync) {
-        Ok(t) => tracing::debug!(?t, "reconcile"),
+        Ok(t) => {
+            tracing::debug!(?t, "reconcile");
+            std::thread::sleep(DEBOUNCE);
+        }
         Err(RecvTimeoutError::Timeout) => {}
         Err(RecvTimeoutError::Disconnected) => std::thread::sleep(resync),
     }
@@ -235,9 +242,14 @@ fn watch_datastore(
     })
 }
 
-/// The node a stored block belongs to.
+/// The node a stored block belongs to. Only that field is decoded: this runs for every block
+/// write (every pod's allocation) in every agent, and the allocation table is most of a block.
 fn block_owner(value: &str) -> Option<String> {
-    serde_json::from_str::<Block>(value).ok()?.affinity
+    #[derive(serde::Deserialize)]
+    struct Owner {
+        affinity: Option<String>,
+    }
+    serde_json::from_str::<Owner>(value).ok()?.affinity
 }
 
 /// A thread listening for kernel route deletions; losing an owned route triggers a pass.

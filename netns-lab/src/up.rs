@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// How many CNI ADDs run at once.
-const PARALLEL_ADDS: usize = 8;
+const PARALLEL_ADDS: usize = 4;
 
 /// IPIP is usable without touching the host: the module is loaded (or built in).
 fn ipip_loaded() -> bool {
@@ -87,7 +87,9 @@ pub fn up(scenario: Scenario, encap: Encap, bins: &Binaries) -> Result<LabState>
 
 fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
     std::fs::create_dir_all(lab.logs())?;
+    let t = Instant::now();
     build_fabric_and_nodes(lab)?;
+    let nodes = t.elapsed();
     if encap == Encap::Ipip {
         let first = LabState::netns_path(&lab.scenario.nodes[0].name);
         let mut nl = Netns::open(&first)?.run(Netlink::open)??;
@@ -95,9 +97,27 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
             nl.add_ipip("tunl0", 1480).context("this kernel cannot make IPIP devices; use --encap vxlan, or `cargo xtask vm --shell` for a kernel with IPIP")?;
         }
     }
+    let t = Instant::now();
     start_agents(lab, bins)?;
-    wait_for_routes(lab)?;
+    register_pods(lab)?;
+    // Pod namespaces need no agent: make them while the agents converge.
+    let shared: &LabState = lab;
+    let (routes, namespaces) = std::thread::scope(|s| {
+        let made = s.spawn(|| create_pod_namespaces(shared));
+        let routes = wait_for_routes(shared);
+        (routes, made.join().expect("namespace thread panicked"))
+    });
+    routes?;
+    namespaces?;
+    let agents = t.elapsed();
+    let t = Instant::now();
     add_pods(lab, bins)?;
+    eprintln!(
+        "timing: namespaces and fabric {:.2} s, agents converged {:.2} s, pods {:.2} s",
+        nodes.as_secs_f64(),
+        agents.as_secs_f64(),
+        t.elapsed().as_secs_f64()
+    );
     lab.complete = true;
     lab.save()
 }
@@ -262,19 +282,14 @@ fn wait_for_routes(lab: &LabState) -> Result<()> {
                 progress.step();
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
 }
 
-/// Pods in scenario order per node (so addresses come out as the scenario intends), nodes in
-/// parallel, at most [`PARALLEL_ADDS`] at a time.
-fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
-    let pods = lab.scenario.pods();
-    if pods.is_empty() {
-        return Ok(());
-    }
-    for p in &pods {
+/// Records every pod (and its namespace) in the state before anything of it is made.
+fn register_pods(lab: &mut LabState) -> Result<()> {
+    for p in lab.scenario.pods() {
         let m = &p.manifest.metadata;
         lab.namespaces.push(LabState::netns_path(&m.name));
         lab.pods.push(PodState {
@@ -297,7 +312,24 @@ fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
             created: state::now(),
         });
     }
-    lab.save()?;
+    lab.save()
+}
+
+/// Every pod's (empty) network namespace.
+fn create_pod_namespaces(lab: &LabState) -> Result<()> {
+    for p in &lab.pods {
+        netns::create(LabState::netns_path(&p.name))?;
+    }
+    Ok(())
+}
+
+/// Pods in scenario order per node (so addresses come out as the scenario intends), nodes in
+/// parallel, at most [`PARALLEL_ADDS`] at a time: CNI ADD, then the containers.
+fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
+    let pods = lab.scenario.pods();
+    if pods.is_empty() {
+        return Ok(());
+    }
     // Per node, in order; nodes spread over the workers.
     let mut per_node: Vec<Vec<usize>> = Vec::new();
     for node in &lab.scenario.nodes {
@@ -368,7 +400,6 @@ fn make_pod(
     containers: &[crate::scenario::Container],
 ) -> Result<(usize, serde_json::Value, Vec<crate::state::Proc>)> {
     let pod = &lab.pods[i];
-    netns::create(LabState::netns_path(&pod.name))?;
     let result = runtime::cni(bins, lab, pod, "ADD")?;
     let mut procs = Vec::new();
     for c in containers {

@@ -11,6 +11,7 @@
 //! compare. Backends that can serialise cheaply (SQLite's write lock) run the plan under the
 //! lock instead, so concurrent writers never conflict there.
 
+mod busy;
 pub mod config;
 pub mod sqlite;
 mod update;

@@ -9,6 +9,7 @@
 //! rusqlite with the bundled SQLite was chosen so the store behaves the same on every machine
 //! and can still be inspected with the `sqlite3` shell.
 
+use super::busy::Conn;
 use super::{
     prefix_end, Compare, Datastore, Event, KeyValue, Listing, LockedTxn, Op, Reader, Revision,
     StoreError, Txn, TxnOutcome, WatchBatch, Watcher,
@@ -45,7 +46,7 @@ const COMPACT_EVERY: Revision = 1_000;
 /// How often a watch looks for a change. A look is a `stat` of the database and its WAL; the
 /// store is only queried when either changed (or every [`WATCH_QUERY_AT_LEAST`]), so a hundred
 /// idle watchers cost next to nothing.
-const WATCH_POLL: Duration = Duration::from_millis(10);
+const WATCH_POLL: Duration = Duration::from_millis(40);
 const WATCH_QUERY_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// How hard a commit is made to stick.
@@ -80,7 +81,7 @@ impl Default for Options {
 pub struct SqliteStore {
     path: PathBuf,
     options: Options,
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
 }
 
 impl SqliteStore {
@@ -111,7 +112,7 @@ impl SqliteStore {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    fn conn(&self) -> MutexGuard<'_, Conn> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back on drop), so a poisoned lock is still safe to use.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
@@ -168,12 +169,13 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn connect(path: &Path, options: &Options) -> Result<Connection, StoreError> {
+fn connect(path: &Path, options: &Options) -> Result<Conn, StoreError> {
     let err = |action| move |e| sql_error(path, options, action, e);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(err("open"))?;
-    conn.busy_timeout(options.busy_timeout)
-        .map_err(err("configure"))?;
+    let conn = Conn::new(
+        Connection::open_with_flags(path, flags).map_err(err("open"))?,
+        options.busy_timeout,
+    );
     // Each CNI call is a short-lived process and usually the store's last connection; a
     // checkpoint at every close would fsync the database and delete the WAL each time. Closing
     // truncates the WAL only once it has grown (see `Drop`).
@@ -450,7 +452,7 @@ impl Drop for SqliteStore {
 /// A write transaction holding SQLite's lock (see [`Datastore::lock`]).
 struct Locked<'a> {
     store: &'a SqliteStore,
-    conn: Option<MutexGuard<'a, Connection>>,
+    conn: Option<MutexGuard<'a, Conn>>,
 }
 
 impl Locked<'_> {
@@ -492,7 +494,7 @@ impl Drop for Locked<'_> {
 }
 
 struct SqliteWatcher {
-    conn: Connection,
+    conn: Conn,
     path: PathBuf,
     options: Options,
     prefix: String,

@@ -4,6 +4,7 @@
 mod agent;
 mod cni;
 mod ipam;
+mod lab;
 mod stats;
 
 use anyhow::Result;
@@ -20,6 +21,8 @@ enum What {
     Ipam(ipam::Args),
     /// Agent convergence and memory with 10, 50, 100 nodes (needs root).
     Agent(agent::Args),
+    /// The lab's speed (seed; 100 nodes x 10 pods) beside Mininet's 100 hosts (needs root).
+    Lab(lab::Args),
     /// podnet vs ptp+host-local: per-pod ADD and DEL, sequential and 8-way (needs root).
     Cni(cni::Args),
 }
@@ -29,5 +32,6 @@ pub fn run(args: Args) -> Result<()> {
         What::Ipam(a) => ipam::run(a),
         What::Cni(a) => cni::run(a),
         What::Agent(a) => agent::run(a),
+        What::Lab(a) => lab::run(a),
     }
 }
