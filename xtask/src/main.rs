@@ -7,6 +7,7 @@ mod bench;
 mod deps;
 mod sh;
 mod test;
+mod vm;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +29,8 @@ enum Task {
     Test(test::Args),
     /// Measure podnet against the reference implementations, in one run.
     Bench(bench::Args),
+    /// Run a command under a Debian kernel with IPIP, in qemu (`vm -- CMD`, `vm --shell`).
+    Vm(vm::Args),
     /// Build the binaries and run `podnet-lab` with these arguments (`lab up`, `lab test`,
     /// `lab down`...), as root (through sudo when you are not root).
     Lab {
@@ -50,5 +53,6 @@ fn main() -> Result<()> {
         Task::Test(args) => test::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Lab { args } => lab(args),
+        Task::Vm(args) => vm::run(args),
     }
 }
