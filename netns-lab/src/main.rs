@@ -122,6 +122,15 @@ enum Cmd {
     /// (used inside the lab) fetch a URL.
     #[command(hide = true)]
     HttpGet { url: String },
+    /// (used inside the lab) receive one TCP stream and count it.
+    #[command(hide = true)]
+    Sink {
+        #[arg(long)]
+        port: u16,
+    },
+    /// (used inside the lab) send N bytes over TCP.
+    #[command(hide = true)]
+    Send { addr: String, bytes: u64 },
 }
 
 fn main() -> ExitCode {
@@ -171,6 +180,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::HttpGet { url } => {
             print!("{}", serve::http_get(&url)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Sink { port } => {
+            serve::sink(port)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Send { addr, bytes } => {
+            serve::send(&addr, bytes)?;
             return Ok(ExitCode::SUCCESS);
         }
         _ => need_root()?,
@@ -321,7 +338,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
-        Cmd::ServeHttp { .. } | Cmd::HttpGet { .. } => unreachable!("handled above"),
+        Cmd::ServeHttp { .. } | Cmd::HttpGet { .. } | Cmd::Sink { .. } | Cmd::Send { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -49,3 +49,35 @@ pub fn http_get(url: &str) -> Result<String> {
     }
     Ok(out)
 }
+
+/// Accepts one TCP connection on `port`, reads it to the end, prints the byte count.
+pub fn sink(port: u16) -> Result<()> {
+    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind 0.0.0.0:{port}"))?;
+    let (mut conn, from) = listener.accept()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    println!("received {total} bytes from {from}");
+    Ok(())
+}
+
+/// Sends `bytes` bytes to `addr` over TCP.
+pub fn send(addr: &str, bytes: u64) -> Result<()> {
+    let mut s = TcpStream::connect(addr).with_context(|| format!("connect to {addr}"))?;
+    let chunk = vec![0x5au8; 64 * 1024];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        s.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write)?;
+    println!("sent {bytes} bytes to {addr}");
+    Ok(())
+}

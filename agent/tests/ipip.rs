@@ -1,0 +1,34 @@
+//! The agent with real IPIP (`tunl0`). Needs a kernel with IPIP: `cargo xtask test` runs these
+//! natively where the kernel has it and otherwise inside `cargo xtask vm`.
+
+mod common;
+
+use common::{add_pod, ping, wait_for, Cluster};
+use podnet_netlink::AGENT_ROUTE_PROTOCOL;
+use std::time::Duration;
+
+#[test]
+#[ignore = "needs root and a kernel with IPIP (cargo xtask test runs it in the VM)"]
+fn ipip_cluster_routes_through_tunl0_and_pods_reach_across() {
+    let mut c = Cluster::new("ipip", 3);
+    c.start_all("ipip");
+    c.wait_converged(Duration::from_secs(30));
+    let mut nl = c.netlink(0);
+    let tunl = nl.link("tunl0").unwrap().expect("tunl0");
+    assert_eq!((tunl.kind.as_deref(), tunl.mtu), (Some("ipip"), 1480));
+    let addrs: Vec<String> = nl.addresses().unwrap().into_iter().filter(|a| a.index == tunl.index).map(|a| a.net.to_string()).collect();
+    assert_eq!(addrs, ["10.233.91.0/32"], "the block's first address");
+    let r = c.owned_routes(0);
+    let to2 = r.iter().find(|r| r.dst.to_string() == "10.233.92.0/24").unwrap();
+    assert_eq!((to2.gateway, to2.oif, to2.onlink), (Some("192.168.110.102".parse().unwrap()), Some(tunl.index), true));
+    assert_eq!(std::fs::read_to_string(c.nodes[0].state.join("mtu")).unwrap().trim(), "1480");
+    let (a, _) = add_pod(&c, 0, "pod-a");
+    let (_b, ip_b) = add_pod(&c, 1, "pod-b");
+    assert!(ping(&a, &ip_b), "pod on node1 -> pod on node2 through tunl0");
+    // The CNI plugin took the MTU the agent published.
+    let mut p = a.run(podnet_netlink::Netlink::open).unwrap().unwrap();
+    assert_eq!(p.link("eth0").unwrap().unwrap().mtu, 1480);
+    nl.delete_route("10.233.93.0/24".parse().unwrap(), AGENT_ROUTE_PROTOCOL).unwrap();
+    let took = wait_for(Duration::from_secs(10), "the route is back", || c.owned_routes(0).iter().any(|r| r.dst.to_string() == "10.233.93.0/24"));
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
