@@ -402,6 +402,8 @@ mount -t sysfs sys /mnt/sys
 mount -o bind /dev /mnt/dev
 mount -t tmpfs tmpfs /mnt/tmp
 mount -t tmpfs tmpfs /mnt/run
+# The repository may live under /tmp or /run, now tmpfs in the VM: make its mount point there.
+mkdir -p "/mnt$REPO" 2>/dev/null
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 work "/mnt$REPO" || { echo "vm: mounting the repository failed"; poweroff -f; }
 # New namespaces get no fallback tunl0 (the lab and agents create tunl0 themselves, after
 # ens3, so the node's own address answers traceroutes as in the seed).
