@@ -16,19 +16,48 @@ fn ipip_cluster_routes_through_tunl0_and_pods_reach_across() {
     let mut nl = c.netlink(0);
     let tunl = nl.link("tunl0").unwrap().expect("tunl0");
     assert_eq!((tunl.kind.as_deref(), tunl.mtu), (Some("ipip"), 1480));
-    let addrs: Vec<String> = nl.addresses().unwrap().into_iter().filter(|a| a.index == tunl.index).map(|a| a.net.to_string()).collect();
+    let addrs: Vec<String> = nl
+        .addresses()
+        .unwrap()
+        .into_iter()
+        .filter(|a| a.index == tunl.index)
+        .map(|a| a.net.to_string())
+        .collect();
     assert_eq!(addrs, ["10.233.91.0/32"], "the block's first address");
     let r = c.owned_routes(0);
-    let to2 = r.iter().find(|r| r.dst.to_string() == "10.233.92.0/24").unwrap();
-    assert_eq!((to2.gateway, to2.oif, to2.onlink), (Some("192.168.110.102".parse().unwrap()), Some(tunl.index), true));
-    assert_eq!(std::fs::read_to_string(c.nodes[0].state.join("mtu")).unwrap().trim(), "1480");
+    let to2 = r
+        .iter()
+        .find(|r| r.dst.to_string() == "10.233.92.0/24")
+        .unwrap();
+    assert_eq!(
+        (to2.gateway, to2.oif, to2.onlink),
+        (
+            Some("192.168.110.102".parse().unwrap()),
+            Some(tunl.index),
+            true
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.nodes[0].state.join("mtu"))
+            .unwrap()
+            .trim(),
+        "1480"
+    );
     let (a, _) = add_pod(&c, 0, "pod-a");
     let (_b, ip_b) = add_pod(&c, 1, "pod-b");
-    assert!(ping(&a, &ip_b), "pod on node1 -> pod on node2 through tunl0");
+    assert!(
+        ping(&a, &ip_b),
+        "pod on node1 -> pod on node2 through tunl0"
+    );
     // The CNI plugin took the MTU the agent published.
     let mut p = a.run(podnet_netlink::Netlink::open).unwrap().unwrap();
     assert_eq!(p.link("eth0").unwrap().unwrap().mtu, 1480);
-    nl.delete_route("10.233.93.0/24".parse().unwrap(), AGENT_ROUTE_PROTOCOL).unwrap();
-    let took = wait_for(Duration::from_secs(10), "the route is back", || c.owned_routes(0).iter().any(|r| r.dst.to_string() == "10.233.93.0/24"));
+    nl.delete_route("10.233.93.0/24".parse().unwrap(), AGENT_ROUTE_PROTOCOL)
+        .unwrap();
+    let took = wait_for(Duration::from_secs(10), "the route is back", || {
+        c.owned_routes(0)
+            .iter()
+            .any(|r| r.dst.to_string() == "10.233.93.0/24")
+    });
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }

@@ -4,6 +4,7 @@
 //!
 //! Plain `serde`/`serde_json` types, no I/O besides [`reply`]: everything here is unit-testable.
 
+pub mod conf;
 pub mod env;
 pub mod error;
 pub mod reply;

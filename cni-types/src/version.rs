@@ -59,6 +59,19 @@ impl CniVersion {
         self >= CniVersion::V1_1_0
     }
 
+    /// Code 1 unless this config version allows `verb`, which exists from `since` on (as skel
+    /// answers CHECK before 0.4.0 and GC or STATUS before 1.1.0).
+    pub fn require(self, since: CniVersion, verb: &str) -> Result<(), CniError> {
+        if self >= since {
+            Ok(())
+        } else {
+            Err(CniError::new(
+                code::INCOMPATIBLE_VERSION,
+                format!("config version {self} does not allow {verb} (needs {since} or later)"),
+            ))
+        }
+    }
+
     fn supported_list() -> String {
         Self::ALL.map(|v| v.as_str()).join(", ")
     }

@@ -124,17 +124,8 @@ impl NetConf {
                 "ipam type {ipam_type:?} must be a plugin name, not a path"
             )));
         }
-        let prev_result = match raw.get("prevResult") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => {
-                Some(CniResult::from_json(v).map_err(|e| bad(format!("invalid prevResult: {e}")))?)
-            }
-        };
-        let valid_attachments = match raw.get("cni.dev/valid-attachments") {
-            None | Some(serde_json::Value::Null) => Vec::new(),
-            Some(v) => Vec::<Attachment>::deserialize(v)
-                .map_err(|e| bad(format!("invalid cni.dev/valid-attachments: {e}")))?,
-        };
+        let prev_result = podnet_cni_types::conf::prev_result(&raw)?;
+        let valid_attachments = podnet_cni_types::conf::valid_attachments(&raw)?;
         Ok(NetConf {
             version,
             name: r.name,

@@ -15,34 +15,24 @@ pub mod naming;
 pub mod verbs;
 
 use config::NetConf;
-use podnet_cni_types::{code, CniEnv, CniError, CniVersion, Command};
+use podnet_cni_types::{CniEnv, CniError, CniVersion, Command};
 
 /// Runs one CNI call: the version to answer in, and the reply body or error.
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<serde_json::Value, CniError> {
     let v = conf.version;
-    let needs = |since: CniVersion, verb: &str| {
-        if v >= since {
-            Ok(())
-        } else {
-            Err(CniError::new(
-                code::INCOMPATIBLE_VERSION,
-                format!("config version {v} does not allow {verb} (needs {since} or later)"),
-            ))
-        }
-    };
     let outcome = match env.command {
         Command::Add => verbs::add::add(env, conf).map(|r| r.to_json(v)),
         Command::Del => verbs::del::del(env, conf).map(|()| serde_json::Value::Null),
         Command::Check => {
-            needs(CniVersion::V0_4_0, "CHECK")?;
+            v.require(CniVersion::V0_4_0, "CHECK")?;
             verbs::check::check(env, conf).map(|()| serde_json::Value::Null)
         }
         Command::Gc => {
-            needs(CniVersion::V1_1_0, "GC")?;
+            v.require(CniVersion::V1_1_0, "GC")?;
             verbs::gc::gc(env, conf).map(|()| serde_json::Value::Null)
         }
         Command::Status => {
-            needs(CniVersion::V1_1_0, "STATUS")?;
+            v.require(CniVersion::V1_1_0, "STATUS")?;
             verbs::status::status(env, conf).map(|()| serde_json::Value::Null)
         }
         Command::Version => return Ok(CniVersion::version_reply(v.as_str())),

@@ -338,7 +338,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
-        Cmd::ServeHttp { .. } | Cmd::HttpGet { .. } | Cmd::Sink { .. } | Cmd::Send { .. } => unreachable!("handled above"),
+        Cmd::ServeHttp { .. } | Cmd::HttpGet { .. } | Cmd::Sink { .. } | Cmd::Send { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

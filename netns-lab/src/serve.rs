@@ -52,7 +52,8 @@ pub fn http_get(url: &str) -> Result<String> {
 
 /// Accepts one TCP connection on `port`, reads it to the end, prints the byte count.
 pub fn sink(port: u16) -> Result<()> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind 0.0.0.0:{port}"))?;
+    let listener =
+        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind 0.0.0.0:{port}"))?;
     let (mut conn, from) = listener.accept()?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total: u64 = 0;

@@ -9,13 +9,20 @@ use std::time::Duration;
 const LAB: &str = env!("CARGO_BIN_EXE_podnet-lab");
 
 fn lab(args: &[&str]) -> Output {
-    Command::new(LAB).args(args).output().expect("run podnet-lab")
+    Command::new(LAB)
+        .args(args)
+        .output()
+        .expect("run podnet-lab")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = lab(args);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "podnet-lab {args:?}:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "podnet-lab {args:?}:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     text
 }
 
@@ -39,9 +46,17 @@ fn ipip_seed_lab_reproduces_the_seed() {
         assert!(report.contains("0 failed"), "{report}");
         assert!(report.contains("PASS  trace ubuntu-test -> multi-container is 192.168.110.103, 10.233.78.0, 10.233.78.3"), "{report}");
         for n in 1..=5 {
-            assert!(report.contains(&format!("sung-ubuntu0{n}: tunl0 holds its block's first address as a /32, MTU 1480")), "{report}");
+            assert!(
+                report.contains(&format!(
+                    "sung-ubuntu0{n}: tunl0 holds its block's first address as a /32, MTU 1480"
+                )),
+                "{report}"
+            );
         }
-        assert!(report.contains("pod ubuntu-test: eth0 has a /32 and MTU 1480"), "{report}");
+        assert!(
+            report.contains("pod ubuntu-test: eth0 has a /32 and MTU 1480"),
+            "{report}"
+        );
         let routes = ok(&["routes", "sung-ubuntu04"]);
         for row in [
             "10.233.78.0     sung-ubuntu05   255.255.255.0   UG    0      0        0 tunl0",
@@ -54,8 +69,20 @@ fn ipip_seed_lab_reproduces_the_seed() {
         ] {
             assert!(routes.contains(row), "missing `{row}` in\n{routes}");
         }
-        let ip_route = ok(&["node", "sung-ubuntu04", "--", "ip", "route", "show", "10.233.78.0/24"]);
-        assert!(ip_route.contains("10.233.78.0/24 via 192.168.110.104 dev tunl0") && ip_route.contains("onlink"), "{ip_route}");
+        let ip_route = ok(&[
+            "node",
+            "sung-ubuntu04",
+            "--",
+            "ip",
+            "route",
+            "show",
+            "10.233.78.0/24",
+        ]);
+        assert!(
+            ip_route.contains("10.233.78.0/24 via 192.168.110.104 dev tunl0")
+                && ip_route.contains("onlink"),
+            "{ip_route}"
+        );
     });
 }
 
@@ -66,15 +93,45 @@ fn ipip_capture_shows_protocol_4_between_the_nodes() {
     with_seed(|| {
         let pcap = tempfile::NamedTempFile::new().unwrap();
         let path = pcap.path().to_str().unwrap().to_string();
-        let capturing = std::thread::spawn(move || lab(&["capture", "sung-ubuntu05", "ens3", "-w", &path, "--count", "2", "--timeout", "20"]));
+        let capturing = std::thread::spawn(move || {
+            lab(&[
+                "capture",
+                "sung-ubuntu05",
+                "ens3",
+                "-w",
+                &path,
+                "--count",
+                "2",
+                "--timeout",
+                "20",
+            ])
+        });
         std::thread::sleep(Duration::from_millis(800));
-        ok(&["exec", "ubuntu-test", "--", "ping", "-c", "3", "-i", "0.3", "10.233.78.3"]);
+        ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "10.233.78.3",
+        ]);
         assert!(capturing.join().unwrap().status.success());
         let bytes = std::fs::read(pcap.path()).unwrap();
         let outer = &bytes[24 + 16 + 14..];
         assert_eq!(outer[9], 4, "outer IP protocol is 4 (IPIP)");
-        assert_eq!(&outer[12..20], &[192, 168, 110, 103, 192, 168, 110, 104], "outer 192.168.110.103 -> 192.168.110.104");
-        assert_eq!(&outer[20 + 12..20 + 20], &[10, 233, 99, 1, 10, 233, 78, 3], "inner 10.233.99.1 -> 10.233.78.3");
+        assert_eq!(
+            &outer[12..20],
+            &[192, 168, 110, 103, 192, 168, 110, 104],
+            "outer 192.168.110.103 -> 192.168.110.104"
+        );
+        assert_eq!(
+            &outer[20 + 12..20 + 20],
+            &[10, 233, 99, 1, 10, 233, 78, 3],
+            "inner 10.233.99.1 -> 10.233.78.3"
+        );
     });
 }
 
@@ -84,23 +141,85 @@ fn ipip_capture_shows_protocol_4_between_the_nodes() {
 fn ipip_mtu_has_no_black_hole() {
     with_seed(|| {
         // 1452 bytes of ICMP data + 8 + 20 = 1480: fits the tunnel with don't-fragment set.
-        ok(&["exec", "ubuntu-test", "--", "ping", "-c", "1", "-W", "5", "-M", "do", "-s", "1452", "10.233.78.3"]);
-        let too_big = lab(&["exec", "ubuntu-test", "--", "ping", "-c", "1", "-W", "5", "-M", "do", "-s", "1453", "10.233.78.3"]);
-        assert!(!too_big.status.success(), "a 1481-byte don't-fragment packet must not pass");
-        let said = format!("{}{}", String::from_utf8_lossy(&too_big.stdout), String::from_utf8_lossy(&too_big.stderr)).to_lowercase();
-        assert!(said.contains("message too long") || said.contains("frag needed") || said.contains("mtu"), "an explicit error, not silence: {said}");
+        ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "-M",
+            "do",
+            "-s",
+            "1452",
+            "10.233.78.3",
+        ]);
+        let too_big = lab(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "5",
+            "-M",
+            "do",
+            "-s",
+            "1453",
+            "10.233.78.3",
+        ]);
+        assert!(
+            !too_big.status.success(),
+            "a 1481-byte don't-fragment packet must not pass"
+        );
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&too_big.stdout),
+            String::from_utf8_lossy(&too_big.stderr)
+        )
+        .to_lowercase();
+        assert!(
+            said.contains("message too long")
+                || said.contains("frag needed")
+                || said.contains("mtu"),
+            "an explicit error, not silence: {said}"
+        );
 
         // 10 MB over TCP between the pods, across the tunnel.
         let sink = Command::new(LAB)
-            .args(["exec", "multi-container", "-c", "ubuntu", "--", LAB, "sink", "--port", "5001"])
+            .args([
+                "exec",
+                "multi-container",
+                "-c",
+                "ubuntu",
+                "--",
+                LAB,
+                "sink",
+                "--port",
+                "5001",
+            ])
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(800));
-        let sent = ok(&["exec", "ubuntu-test", "--", LAB, "send", "10.233.78.3:5001", "10000000"]);
+        let sent = ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            LAB,
+            "send",
+            "10.233.78.3:5001",
+            "10000000",
+        ]);
         assert!(sent.contains("sent 10000000 bytes"), "{sent}");
         let got = sink.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&got.stdout);
-        assert!(text.contains("received 10000000 bytes from 10.233.99.1"), "{text}");
+        assert!(
+            text.contains("received 10000000 bytes from 10.233.99.1"),
+            "{text}"
+        );
     });
 }

@@ -26,12 +26,18 @@ pub fn run(args: Args) -> Result<()> {
     execute(cargo().args(["build", "--workspace", "--all-targets"]))?;
     let native_ipip = ipip_native();
     // Without IPIP here, the `ipip_` tests run in the VM instead (never skipped silently).
-    let skip: &[&str] = if native_ipip { &[] } else { &["--skip", "ipip_"] };
+    let skip: &[&str] = if native_ipip {
+        &[]
+    } else {
+        &["--skip", "ipip_"]
+    };
     if is_root() {
-        execute(cargo()
-            .args(["test", "--workspace", "--", "--include-ignored"])
-            .args(skip)
-            .args(&args.test_args))?;
+        execute(
+            cargo()
+                .args(["test", "--workspace", "--", "--include-ignored"])
+                .args(skip)
+                .args(&args.test_args),
+        )?;
     } else {
         if !have("sudo") {
             bail!(
@@ -39,13 +45,19 @@ pub fn run(args: Args) -> Result<()> {
                  (unit tests alone: `cargo test --workspace`)"
             );
         }
-        execute(cargo().args(["test", "--workspace", "--"]).args(&args.test_args))?;
+        execute(
+            cargo()
+                .args(["test", "--workspace", "--"])
+                .args(&args.test_args),
+        )?;
         eprintln!("running the root tests through sudo");
-        execute(cargo()
-            .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E")
-            .args(["test", "--workspace", "--", "--ignored"])
-            .args(skip)
-            .args(&args.test_args))?;
+        execute(
+            cargo()
+                .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER", "sudo -E")
+                .args(["test", "--workspace", "--", "--ignored"])
+                .args(skip)
+                .args(&args.test_args),
+        )?;
     }
     if native_ipip {
         eprintln!("IPIP suite: ran natively (this kernel has IPIP)");
@@ -63,7 +75,16 @@ fn ipip_native() -> bool {
 fn ipip_in_vm() -> Result<()> {
     eprintln!("IPIP suite: this kernel has no IPIP, so the ipip_ tests run under a Debian kernel in qemu (cargo xtask vm)");
     let out = sh::output(cargo().args([
-        "test", "--no-run", "--message-format=json", "-q", "-p", "podnet-lab", "-p", "podnet-agent", "--test", "ipip",
+        "test",
+        "--no-run",
+        "--message-format=json",
+        "-q",
+        "-p",
+        "podnet-lab",
+        "-p",
+        "podnet-agent",
+        "--test",
+        "ipip",
     ]))?;
     let exes: Vec<String> = out
         .lines()
@@ -76,7 +97,9 @@ fn ipip_in_vm() -> Result<()> {
     }
     let mut script = String::from("fail=0\n");
     for e in &exes {
-        script.push_str(&format!("{e} --include-ignored --test-threads 1 --color never ipip_ || fail=1\n"));
+        script.push_str(&format!(
+            "{e} --include-ignored --test-threads 1 --color never ipip_ || fail=1\n"
+        ));
     }
     script.push_str("exit $fail\n");
     let vm = crate::vm::Vm::prepare()?;

@@ -37,30 +37,21 @@ pub fn run(env: &CniEnv, stdin: &[u8]) -> (CniVersion, Result<serde_json::Value,
     let outcome = match env.command {
         Command::Add => add(env, &conf).map(|r| r.to_json(v)),
         Command::Del => del(env, &conf).map(|()| serde_json::Value::Null),
-        Command::Check => needs(v, CniVersion::V0_4_0, "CHECK")
+        Command::Check => v
+            .require(CniVersion::V0_4_0, "CHECK")
             .and_then(|()| check(env, &conf))
             .map(|()| serde_json::Value::Null),
-        Command::Gc => needs(v, CniVersion::V1_1_0, "GC")
+        Command::Gc => v
+            .require(CniVersion::V1_1_0, "GC")
             .and_then(|()| gc(&conf))
             .map(|()| serde_json::Value::Null),
-        Command::Status => needs(v, CniVersion::V1_1_0, "STATUS")
+        Command::Status => v
+            .require(CniVersion::V1_1_0, "STATUS")
             .and_then(|()| status(&conf))
             .map(|()| serde_json::Value::Null),
         Command::Version => unreachable!("answered above"),
     };
     (v, outcome)
-}
-
-/// A verb the config's version predates is code 1, as skel answers it.
-fn needs(v: CniVersion, since: CniVersion, verb: &str) -> Result<(), CniError> {
-    if v >= since {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            code::INCOMPATIBLE_VERSION,
-            format!("config version {v} does not allow {verb} (needs {since} or later)"),
-        ))
-    }
 }
 
 fn open(conf: &NetConf) -> Result<Box<dyn Datastore>, CniError> {
