@@ -70,6 +70,19 @@ impl Route {
 }
 
 impl RouteSpec {
+    /// `default via <gateway> dev <oif> [onlink]`, as a node's uplink route (static protocol).
+    pub fn default_via(gateway: Ipv4Addr, oif: u32, onlink: bool) -> RouteSpec {
+        RouteSpec {
+            dst: Ipv4Net::default(),
+            kind: RouteKind::Unicast,
+            gateway: Some(gateway),
+            oif: Some(oif),
+            scope_link: false,
+            onlink,
+            protocol: 4,
+        }
+    }
+
     fn message(&self) -> RouteMessage {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(self.dst.network(), self.dst.prefix_len())

@@ -9,7 +9,7 @@ use crate::state::{self, ContainerState, LabState, NodeState, PodState};
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use podnet_netlink::netns::{self, Netns};
-use podnet_netlink::{Netlink, RouteKind, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -174,15 +174,7 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
         )?;
         nl.set_up(ens3.index)?;
         nl.add_route(
-            &RouteSpec {
-                dst: Ipv4Net::default(),
-                kind: RouteKind::Unicast,
-                gateway: Some(lab.scenario.gateway),
-                oif: Some(ens3.index),
-                scope_link: false,
-                onlink: false,
-                protocol: 4,
-            },
+            &RouteSpec::default_via(lab.scenario.gateway, ens3.index, false),
             false,
         )?;
         progress.step();

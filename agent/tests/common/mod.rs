@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use podnet_netlink::netns::OwnedNetns;
-use podnet_netlink::{Netlink, Route, RouteKind, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, Route, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,15 +78,7 @@ impl Cluster {
             nl.add_address(ens3.index, format!("{ip}/16").parse().unwrap())
                 .unwrap();
             nl.add_route(
-                &RouteSpec {
-                    dst: "0.0.0.0/0".parse().unwrap(),
-                    kind: RouteKind::Unicast,
-                    gateway: Some("192.168.0.1".parse().unwrap()),
-                    oif: Some(ens3.index),
-                    scope_link: false,
-                    onlink: true,
-                    protocol: 4,
-                },
+                &RouteSpec::default_via("192.168.0.1".parse().unwrap(), ens3.index, true),
                 false,
             )
             .unwrap();

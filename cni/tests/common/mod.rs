@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use podnet_netlink::netns::OwnedNetns;
-use podnet_netlink::{Link, Netlink, Netns, Route, RouteKind, RouteSpec, VethSpec};
+use podnet_netlink::{Link, Netlink, Netns, Route, RouteSpec, VethSpec};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -90,15 +90,7 @@ impl Node {
         nl.add_address(ens3.index, format!("{NODE_IP}/16").parse().unwrap())
             .unwrap();
         nl.add_route(
-            &RouteSpec {
-                dst: "0.0.0.0/0".parse().unwrap(),
-                kind: RouteKind::Unicast,
-                gateway: Some("192.168.0.1".parse().unwrap()),
-                oif: Some(ens3.index),
-                scope_link: false,
-                onlink: true,
-                protocol: 4,
-            },
+            &RouteSpec::default_via("192.168.0.1".parse().unwrap(), ens3.index, true),
             false,
         )
         .unwrap();

@@ -11,7 +11,7 @@ use podnet_ipam::store::Txn;
 use podnet_ipam::{Datastore, Ipam, PoolSpec};
 use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{
-    Netlink, RouteEvent, RouteKind, RouteMonitor, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL,
+    Netlink, RouteEvent, RouteMonitor, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL,
 };
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -77,15 +77,7 @@ fn build(n: usize, tag: &str, agent: &Path, work: &Path) -> Result<Cluster> {
         nl.set_up(ens3.index)?;
         nl.add_address(ens3.index, ipnet::Ipv4Net::new(node_ip(i), 16)?)?;
         nl.add_route(
-            &RouteSpec {
-                dst: "0.0.0.0/0".parse()?,
-                kind: RouteKind::Unicast,
-                gateway: Some(Ipv4Addr::new(192, 168, 0, 254)),
-                oif: Some(ens3.index),
-                scope_link: false,
-                onlink: true,
-                protocol: 4,
-            },
+            &RouteSpec::default_via(Ipv4Addr::new(192, 168, 0, 254), ens3.index, true),
             false,
         )?;
         let child = Command::new("nsenter")

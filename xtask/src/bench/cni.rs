@@ -7,7 +7,7 @@ use crate::deps::{self, CNI_PLUGINS};
 use crate::sh::{self, cargo, execute};
 use anyhow::{bail, Context, Result};
 use podnet_netlink::netns::OwnedNetns;
-use podnet_netlink::{Netlink, Netns, RouteKind, RouteSpec, VethSpec};
+use podnet_netlink::{Netlink, Netns, RouteSpec, VethSpec};
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -98,15 +98,7 @@ fn make_node(name: &str) -> Result<OwnedNetns> {
     let ens3 = nl.link("ens3")?.context("ens3")?;
     nl.add_address(ens3.index, "192.168.110.103/16".parse()?)?;
     nl.add_route(
-        &RouteSpec {
-            dst: "0.0.0.0/0".parse()?,
-            kind: RouteKind::Unicast,
-            gateway: Some("192.168.0.1".parse()?),
-            oif: Some(ens3.index),
-            scope_link: false,
-            onlink: true,
-            protocol: 4,
-        },
+        &RouteSpec::default_via("192.168.0.1".parse()?, ens3.index, true),
         false,
     )?;
     Ok(ns)
