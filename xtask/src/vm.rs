@@ -388,6 +388,7 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+hostname podnet-vm
 @INSMOD@
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
