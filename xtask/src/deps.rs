@@ -35,6 +35,27 @@ pub const SQLITE3: Package = Package {
     provides: "/usr/bin/sqlite3",
 };
 
+/// protoc and the protobuf well-known types: etcd-client's build script needs both, so every
+/// `cargo build` of the workspace does (xtask itself builds without them).
+pub const PROTOC: Package = Package {
+    name: "protobuf-compiler",
+    provides: "/usr/bin/protoc",
+};
+pub const PROTOBUF_TYPES: Package = Package {
+    name: "libprotobuf-dev",
+    provides: "/usr/include/google/protobuf/timestamp.proto",
+};
+/// A real etcd for the etcd backend's tests.
+pub const ETCD: Package = Package {
+    name: "etcd-server",
+    provides: "/usr/bin/etcd",
+};
+
+/// What building the workspace needs.
+pub fn ensure_build() -> Result<()> {
+    ensure(&[&PROTOC, &PROTOBUF_TYPES])
+}
+
 /// Installs the packages whose file is missing, with one `apt-get update` first.
 pub fn ensure(packages: &[&Package]) -> Result<()> {
     let missing: Vec<&str> = packages

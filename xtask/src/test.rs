@@ -4,7 +4,7 @@
 //! and without sudo this fails and says why. The IPIP suite (tests named `ipip_`) runs
 //! natively where the kernel has IPIP, else in one boot of `cargo xtask vm`.
 
-use crate::deps::{self, CNI_PLUGINS, IPROUTE2, PING, SQLITE3};
+use crate::deps::{self, CNI_PLUGINS, ETCD, IPROUTE2, PING, PROTOBUF_TYPES, PROTOC, SQLITE3};
 use crate::sh::{self, cargo, execute, have, is_root};
 use anyhow::{bail, Result};
 
@@ -19,7 +19,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    deps::ensure(&[&CNI_PLUGINS, &IPROUTE2, &PING, &SQLITE3])?;
+    deps::ensure(&[
+        &PROTOC,
+        &PROTOBUF_TYPES,
+        &CNI_PLUGINS,
+        &IPROUTE2,
+        &PING,
+        &SQLITE3,
+        &ETCD,
+    ])?;
     if !args.no_lint {
         lint_workflows()?;
     }

@@ -1,5 +1,7 @@
 //! Where the datastore is, as written in every podnet config (`"datastore": {...}`).
 
+#[cfg(feature = "etcd")]
+use super::etcd::{EtcdOptions, EtcdStore, Tls, DEFAULT_PREFIX, DEFAULT_TIMEOUT};
 use super::sqlite::{Options, SqliteStore, Sync};
 use super::{Datastore, StoreError};
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,29 @@ pub enum DatastoreConfig {
         )]
         busy_timeout_ms: Option<u64>,
     },
+    /// `{"type":"etcd","endpoints":["https://10.0.0.1:2379"],"prefix":"/podnet",
+    ///   "tls":{"ca":"...","cert":"...","key":"..."},"timeoutMs":10000}`
+    Etcd {
+        endpoints: Vec<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<TlsConfig>,
+        #[serde(default, rename = "timeoutMs", skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+}
+
+/// PEM files for etcd's TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
 }
 
 fn default_path() -> PathBuf {
@@ -64,6 +89,44 @@ impl DatastoreConfig {
                     options.busy_timeout = Duration::from_millis(*ms);
                 }
                 Ok(Box::new(SqliteStore::open(path, options)?))
+            }
+            #[cfg(not(feature = "etcd"))]
+            DatastoreConfig::Etcd { endpoints, .. } => Err(StoreError::Refused {
+                path: endpoints.join(","),
+                reason: "this build of podnet has no etcd support (feature `etcd`)".into(),
+            }),
+            #[cfg(feature = "etcd")]
+            DatastoreConfig::Etcd {
+                endpoints,
+                prefix,
+                tls,
+                timeout_ms,
+            } => {
+                if endpoints.is_empty() {
+                    return Err(StoreError::Refused {
+                        path: "etcd".into(),
+                        reason: "no endpoints configured".into(),
+                    });
+                }
+                let prefix = prefix.clone().unwrap_or_else(|| DEFAULT_PREFIX.into());
+                if !prefix.starts_with('/') || prefix.ends_with('/') {
+                    return Err(StoreError::Refused {
+                        path: endpoints.join(","),
+                        reason: format!(
+                            "prefix {prefix:?} must start with '/' and not end with one"
+                        ),
+                    });
+                }
+                Ok(Box::new(EtcdStore::connect(EtcdOptions {
+                    endpoints: endpoints.clone(),
+                    prefix,
+                    timeout: timeout_ms.map_or(DEFAULT_TIMEOUT, Duration::from_millis),
+                    tls: tls.as_ref().map(|t| Tls {
+                        ca: t.ca.clone(),
+                        cert: t.cert.clone(),
+                        key: t.key.clone(),
+                    }),
+                })?))
             }
         }
     }

@@ -13,6 +13,8 @@
 
 mod busy;
 pub mod config;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod sqlite;
 mod update;
 
@@ -175,6 +177,8 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error("datastore {store} is unavailable: {why}")]
+    Unavailable { store: String, why: String },
     #[error("datastore {path} stayed locked by other writers for {waited:?}")]
     Busy { path: String, waited: Duration },
     #[error("gave up after {attempts} conflicting attempts to write datastore {path}")]
@@ -193,7 +197,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            StoreError::Busy { .. } | StoreError::Contention { .. }
+            StoreError::Busy { .. }
+                | StoreError::Contention { .. }
+                | StoreError::Unavailable { .. }
         )
     }
 }

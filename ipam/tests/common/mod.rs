@@ -142,3 +142,95 @@ pub fn pod_handles(path: &std::path::Path) -> Vec<String> {
         .filter(|h| h.starts_with("podnet."))
         .collect()
 }
+
+/// A real etcd (Debian's `etcd-server`) on loopback with free ports and a temporary data
+/// folder, stopped when dropped.
+pub struct Etcd {
+    pub endpoint: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = std::process::Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "--name",
+                "test",
+                "--listen-client-urls",
+                &endpoint,
+                "--advertise-client-urls",
+                &endpoint,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
+            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start etcd (Debian package etcd-server)");
+        let etcd = Etcd {
+            endpoint,
+            child,
+            _dir: dir,
+        };
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(etcd.endpoint.trim_start_matches("http://")).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "etcd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        etcd
+    }
+
+    pub fn config(&self, prefix: &str) -> podnet_ipam::DatastoreConfig {
+        podnet_ipam::DatastoreConfig::Etcd {
+            endpoints: vec![self.endpoint.clone()],
+            prefix: Some(prefix.to_string()),
+            tls: None,
+            timeout_ms: Some(5000),
+        }
+    }
+
+    /// Connects, retrying while etcd finishes starting.
+    pub fn store(&self, prefix: &str) -> Box<dyn podnet_ipam::Datastore> {
+        let start = std::time::Instant::now();
+        loop {
+            match self.config(prefix).open() {
+                Ok(s) => return s,
+                Err(e) if start.elapsed() < std::time::Duration::from_secs(20) => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("connect to etcd: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -122,6 +122,7 @@ pub fn run(args: Args) -> Result<()> {
     if !sh::is_root() {
         bail!("bench agent makes namespaces and runs agents in them: run it as root");
     }
+    crate::deps::ensure_build()?;
     execute(cargo().args(["build", "--release", "-q", "-p", "podnet-agent", "--bins"]))?;
     let agent = sh::root().join("target/release/podnet-agent");
     let mut summary = Vec::new();

@@ -111,6 +111,7 @@ struct Sequential {
 
 pub fn run(args: Args) -> Result<()> {
     deps::ensure(&[&CNI_PLUGINS])?;
+    deps::ensure_build()?;
     if !sh::is_root() {
         bail!(
             "bench cni makes namespaces and veths: run it as root (sudo -E cargo xtask bench cni)"

@@ -80,6 +80,7 @@ impl Plugin {
 
 pub fn run(args: Args) -> Result<()> {
     deps::ensure(&[&CNI_PLUGINS])?;
+    deps::ensure_build()?;
     execute(cargo().args([
         "build",
         "--release",

@@ -66,6 +66,7 @@ pub fn run(args: Args) -> Result<()> {
     if !sh::is_root() {
         bail!("bench lab builds labs: run it as root");
     }
+    crate::deps::ensure_build()?;
     deps::ensure(&[&MININET, &BRIDGE_UTILS])?;
     execute(cargo().args([
         "build",
