@@ -3,9 +3,8 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use podnet_agent::settings::RunArgs;
-use podnet_ipam::{Datastore, DatastoreConfig, Ipam, PoolSpec};
-use std::path::PathBuf;
+use podnet_agent::settings::{RunArgs, StoreArgs};
+use podnet_ipam::{Datastore, Ipam, PoolSpec};
 use std::process::ExitCode;
 
 /// podnet's per-node route agent: registers the node, owns its tunnel device, and keeps the
@@ -33,8 +32,8 @@ enum Cmd {
     Status {
         #[arg(long)]
         node_name: Option<String>,
-        #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
-        datastore: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         cross_subnet: bool,
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
@@ -48,13 +47,13 @@ enum NodeCmd {
     /// its routes.
     Remove {
         name: String,
-        #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
-        datastore: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// List registered nodes.
     List {
-        #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
-        datastore: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -85,15 +84,15 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Run(args) => podnet_agent::run::run(args).context("run the agent"),
         Cmd::Node {
-            command: NodeCmd::Remove { name, datastore },
+            command: NodeCmd::Remove { name, store },
         } => {
-            let store = DatastoreConfig::sqlite(&datastore).open()?;
+            let store = store.config().open()?;
             remove_node(&*store, &name)
         }
         Cmd::Node {
-            command: NodeCmd::List { datastore },
+            command: NodeCmd::List { store },
         } => {
-            let store = DatastoreConfig::sqlite(&datastore).open()?;
+            let store = store.config().open()?;
             let (nodes, _) = podnet_agent::node::list(&*store)?;
             for n in nodes {
                 println!("{}\t{}/{}\t{}", n.name, n.ip, n.prefix_len, n.encapsulation);
@@ -102,11 +101,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         }
         Cmd::Status {
             node_name,
-            datastore,
+            store,
             cross_subnet,
             output,
         } => {
-            let store = DatastoreConfig::sqlite(&datastore).open()?;
+            let store = store.config().open()?;
             let name = node_name
                 .or_else(podnet_agent::settings::hostname)
                 .context("no node name: pass --node-name")?;

@@ -37,7 +37,7 @@ pub struct Agent {
 }
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
-    let store_conf = DatastoreConfig::sqlite(&args.datastore);
+    let store_conf = args.store.config();
     let store = store_conf.open()?;
     let mut nl = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
     let host = settings::resolve_host(&args, &mut nl)?;

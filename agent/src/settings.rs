@@ -36,9 +36,8 @@ pub struct RunArgs {
     /// Take the node address the kernel would use to reach this peer.
     #[arg(long, group = "ip", value_name = "PEER")]
     pub node_ip_reaches: Option<Ipv4Addr>,
-    /// The SQLite datastore file.
-    #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
-    pub datastore: PathBuf,
+    #[command(flatten)]
+    pub store: StoreArgs,
     #[arg(long, value_enum, default_value_t = Encapsulation::Auto)]
     pub encapsulation: Encapsulation,
     /// No encapsulation to peers in this node's own subnet.
@@ -63,6 +62,51 @@ pub struct RunArgs {
     /// Full resync period, on top of reacting to changes.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+}
+
+/// Where the datastore is: the embedded SQLite file, or etcd when `--etcd-endpoints` is given.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// The SQLite datastore file.
+    #[arg(long, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
+    pub datastore: PathBuf,
+    /// Use etcd v3 at these endpoints (comma separated) instead of the SQLite file.
+    #[arg(long, value_delimiter = ',', value_name = "URLS")]
+    pub etcd_endpoints: Vec<String>,
+    /// The etcd key prefix [default: /podnet].
+    #[arg(long, requires = "etcd_endpoints")]
+    pub etcd_prefix: Option<String>,
+    /// PEM files for etcd over TLS.
+    #[arg(long, requires = "etcd_endpoints")]
+    pub etcd_ca: Option<PathBuf>,
+    #[arg(long, requires = "etcd_endpoints")]
+    pub etcd_cert: Option<PathBuf>,
+    #[arg(long, requires = "etcd_endpoints")]
+    pub etcd_key: Option<PathBuf>,
+    /// Deadline of each etcd call, in milliseconds [default: 10000].
+    #[arg(long, requires = "etcd_endpoints")]
+    pub etcd_timeout_ms: Option<u64>,
+}
+
+impl StoreArgs {
+    pub fn config(&self) -> podnet_ipam::DatastoreConfig {
+        if self.etcd_endpoints.is_empty() {
+            return podnet_ipam::DatastoreConfig::sqlite(&self.datastore);
+        }
+        let tls = (self.etcd_ca.is_some() || self.etcd_cert.is_some()).then(|| {
+            podnet_ipam::store::config::TlsConfig {
+                ca: self.etcd_ca.clone(),
+                cert: self.etcd_cert.clone(),
+                key: self.etcd_key.clone(),
+            }
+        });
+        podnet_ipam::DatastoreConfig::Etcd {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self.etcd_prefix.clone(),
+            tls,
+            timeout_ms: self.etcd_timeout_ms,
+        }
+    }
 }
 
 /// The node's identity on the network, as found on the host.

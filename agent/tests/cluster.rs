@@ -3,12 +3,16 @@
 
 mod common;
 
-use common::{add_pod, ping, wait_for, Cluster};
+use common::{add_pod, ping, wait_for, Backend, Cluster};
 use podnet_netlink::{RouteEvent, RouteKind, RouteMonitor, AGENT_ROUTE_PROTOCOL};
 use std::time::Duration;
 
 fn converge(encap: &str, tag: &str) -> Cluster {
-    let mut c = Cluster::new(tag, 3);
+    converge_on(encap, tag, Backend::Sqlite)
+}
+
+fn converge_on(encap: &str, tag: &str, backend: Backend) -> Cluster {
+    let mut c = Cluster::with_backend(tag, 3, backend);
     c.start_all(encap);
     c.wait_converged(Duration::from_secs(10));
     c
@@ -17,7 +21,17 @@ fn converge(encap: &str, tag: &str) -> Cluster {
 #[test]
 #[ignore = "needs root"]
 fn vxlan_cluster_routes_and_pods_reach_across_nodes() {
-    let c = converge("vxlan", "vx");
+    vxlan_cluster(Backend::Sqlite);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn vxlan_cluster_on_etcd() {
+    vxlan_cluster(Backend::Etcd);
+}
+
+fn vxlan_cluster(backend: Backend) {
+    let c = converge_on("vxlan", &format!("vx{}", backend as u8), backend);
     let r = c.owned_routes(0);
     let to2 = r
         .iter()
@@ -197,10 +211,19 @@ fn http_get(c: &Cluster, i: usize, path: &str) -> Option<String> {
 #[test]
 #[ignore = "needs root"]
 fn a_new_nodes_block_written_to_the_datastore_reaches_every_kernel() {
-    let c = converge("none", "newnode");
-    // Another node registers and claims a block, as its agent would.
-    let store =
-        podnet_ipam::store::sqlite::SqliteStore::open(c.store(), Default::default()).unwrap();
+    new_node(Backend::Sqlite);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_new_nodes_block_on_etcd_reaches_every_kernel() {
+    new_node(Backend::Etcd);
+}
+
+/// Another node registers and claims a block, as its agent would: every agent routes it
+/// within a second, through the datastore's watch.
+fn new_node(backend: Backend) {
+    let c = converge_on("none", &format!("newnode{}", backend as u8), backend);
     let record = podnet_agent::node::NodeRecord {
         name: "node9".into(),
         ip: "192.168.110.109".parse().unwrap(),
@@ -209,14 +232,16 @@ fn a_new_nodes_block_written_to_the_datastore_reaches_every_kernel() {
         tunnel_mac: None,
         encapsulation: "none".into(),
     };
-    podnet_agent::node::register(&store, &record).unwrap();
     let pool =
         podnet_ipam::PoolSpec::new(common::POOL.parse().unwrap(), 24, false, Default::default())
             .unwrap();
-    let block = podnet_ipam::Ipam::new(&store, pool)
-        .ensure_block("node9")
-        .unwrap()
-        .to_string();
+    let block = c.with_store(|store| {
+        podnet_agent::node::register(store, &record).unwrap();
+        podnet_ipam::Ipam::new(store, pool)
+            .ensure_block("node9")
+            .unwrap()
+            .to_string()
+    });
     let took = wait_for(
         Duration::from_secs(5),
         "every node routes node9's block",

@@ -40,11 +40,27 @@ pub struct Cluster {
     pub fabric: OwnedNetns,
     pub nodes: Vec<Node>,
     pub dir: tempfile::TempDir,
+    /// An etcd serving the cluster from the fabric namespace, when the backend is etcd.
+    pub etcd: Option<Child>,
 }
+
+/// The datastore the agents share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    /// etcd in the fabric namespace on 192.168.0.1:2379, reached by the nodes over ens3.
+    Etcd,
+}
+
+pub const ETCD_URL: &str = "http://192.168.0.1:2379";
 
 impl Cluster {
     /// `n` nodes named node1..; node i has 192.168.110.10i and block 10.233.(90+i).0/24.
     pub fn new(tag: &str, n: usize) -> Cluster {
+        Cluster::with_backend(tag, n, Backend::Sqlite)
+    }
+
+    pub fn with_backend(tag: &str, n: usize, backend: Backend) -> Cluster {
         let tag = format!("pnag{}-{tag}", std::process::id());
         let fabric = OwnedNetns::named(&format!("{tag}-fabric")).unwrap();
         let mut f = fabric.run(Netlink::open).unwrap().unwrap();
@@ -52,6 +68,44 @@ impl Cluster {
         let br = f.link("br0").unwrap().unwrap();
         f.set_up(br.index).unwrap();
         let dir = tempfile::tempdir().unwrap();
+        let etcd = (backend == Backend::Etcd).then(|| {
+            f.add_address(br.index, "192.168.0.1/16".parse().unwrap())
+                .unwrap();
+            let lo = f.link("lo").unwrap().unwrap();
+            f.set_up(lo.index).unwrap();
+            let data = dir.path().join("etcd");
+            let child = Command::new("nsenter")
+                .arg(format!("--net={}", fabric.path()))
+                .arg("etcd")
+                .arg("--data-dir")
+                .arg(&data)
+                .args([
+                    "--name",
+                    "lab",
+                    "--listen-client-urls",
+                    ETCD_URL,
+                    "--advertise-client-urls",
+                    ETCD_URL,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    "http://127.0.0.1:2380",
+                    "--initial-advertise-peer-urls",
+                    "http://127.0.0.1:2380",
+                ])
+                .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start etcd (Debian package etcd-server)");
+            let fabric_ns: &podnet_netlink::Netns = &fabric;
+            wait_for(Duration::from_secs(20), "etcd answers", || {
+                fabric_ns
+                    .run(|| std::net::TcpStream::connect("192.168.0.1:2379").is_ok())
+                    .unwrap()
+            });
+            child
+        });
         let mut nodes = Vec::new();
         for i in 1..=n {
             let name = format!("node{i}");
@@ -98,7 +152,35 @@ impl Cluster {
             fabric,
             nodes,
             dir,
+            etcd,
         }
+    }
+
+    /// The datastore flags of the agent.
+    pub fn store_args(&self) -> Vec<String> {
+        match self.etcd {
+            Some(_) => vec!["--etcd-endpoints".into(), ETCD_URL.into()],
+            None => vec!["--datastore".into(), self.store().display().to_string()],
+        }
+    }
+
+    /// The datastore config for CNI calls.
+    pub fn store_config(&self) -> serde_json::Value {
+        match self.etcd {
+            Some(_) => serde_json::json!({"type": "etcd", "endpoints": [ETCD_URL]}),
+            None => serde_json::json!({"type": "sqlite", "path": self.store()}),
+        }
+    }
+
+    /// Runs `f` with the cluster's datastore, opened (and used) from inside the fabric
+    /// namespace, where etcd is reachable.
+    pub fn with_store<T: Send>(
+        &self,
+        f: impl FnOnce(&dyn podnet_ipam::Datastore) -> T + Send,
+    ) -> T {
+        let conf: podnet_ipam::DatastoreConfig =
+            serde_json::from_value(self.store_config()).unwrap();
+        self.fabric.run(move || f(&*conf.open().unwrap())).unwrap()
     }
 
     pub fn store(&self) -> PathBuf {
@@ -130,8 +212,7 @@ impl Cluster {
                 "--resync-seconds",
                 "30",
             ])
-            .arg("--datastore")
-            .arg(self.store())
+            .args(self.store_args())
             .arg("--state-dir")
             .arg(&n.state)
             .args(extra)
@@ -207,6 +288,10 @@ impl Drop for Cluster {
         for i in 0..self.nodes.len() {
             self.kill(i);
         }
+        if let Some(mut e) = self.etcd.take() {
+            let _ = e.kill();
+            let _ = e.wait();
+        }
     }
 }
 
@@ -242,7 +327,7 @@ pub fn add_pod(c: &Cluster, i: usize, name: &str) -> (OwnedNetns, String) {
         "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "podnet",
         "nodename": n.name, "stateDir": n.state,
         "log": {"file": c.dir.path().join("cni.log")},
-        "datastore": {"type": "sqlite", "path": c.store()},
+        "datastore": c.store_config(),
         "ipam": {"type": "podnet-ipam", "pool": POOL, "blockSize": 24},
     });
     let mut cmd = Command::new("nsenter");
