@@ -1,10 +1,12 @@
-//! IPAM behaviour on the embedded store: order, claiming, pinning, borrowing, release, GC.
+//! IPAM behaviour: order, claiming, pinning, borrowing, release, GC. Each case runs on both
+//! backends: the embedded SQLite store (serialised under its lock) and a real etcd (optimistic
+//! compare-and-swap), through the `backends!` wrappers at the end.
 
 mod common;
 
-use common::{net, pool, seed_pool, store};
+use common::{net, pool, seed_pool};
 use podnet_ipam::store::Optimistic;
-use podnet_ipam::{inspect, pod_handle, tunnel_handle, Error, Ipam, PoolSpec};
+use podnet_ipam::{inspect, pod_handle, tunnel_handle, Datastore, Error, Ipam, PoolSpec};
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
@@ -12,11 +14,8 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-#[test]
-fn seed_layout_tunnel_gets_dot_zero_and_the_first_pod_dot_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, seed_pool());
+fn seed_layout_tunnel_gets_dot_zero_and_the_first_pod_dot_one(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, seed_pool());
     for (node, tunnel) in [
         ("sung-ubuntu01", "10.233.95.0"),
         ("sung-ubuntu02", "10.233.91.0"),
@@ -41,17 +40,14 @@ fn seed_layout_tunnel_gets_dot_zero_and_the_first_pod_dot_one() {
         ipam.allocate_tunnel("sung-ubuntu04").unwrap(),
         ip("10.233.99.0")
     );
-    assert!(inspect::verify(&s).unwrap().is_empty());
-    let summary = inspect::summary(&s).unwrap();
+    assert!(inspect::verify(s).unwrap().is_empty());
+    let summary = inspect::summary(s).unwrap();
     assert_eq!(summary.pools[0].capacity_blocks, 64);
     assert_eq!(summary.pools[0].claimed_blocks, 5);
 }
 
-#[test]
-fn fills_ordinal_zero_first_and_reuses_the_lowest_hole() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, pool("10.0.0.0/16", 28));
+fn fills_ordinal_zero_first_and_reuses_the_lowest_hole(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, pool("10.0.0.0/16", 28));
     let got: Vec<_> = (0..3)
         .map(|i| ipam.allocate("n1", &format!("h{i}")).unwrap())
         .collect();
@@ -60,11 +56,8 @@ fn fills_ordinal_zero_first_and_reuses_the_lowest_hole() {
     assert_eq!(ipam.allocate("n1", "h3").unwrap(), ip("10.0.0.1"));
 }
 
-#[test]
-fn claims_a_new_block_when_full_and_nodes_get_their_own_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 30));
+fn claims_a_new_block_when_full_and_nodes_get_their_own_blocks(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, pool("10.0.0.0/24", 30));
     let n1: Vec<_> = (0..5)
         .map(|i| ipam.allocate("n1", &format!("a{i}")).unwrap())
         .collect();
@@ -79,7 +72,7 @@ fn claims_a_new_block_when_full_and_nodes_get_their_own_blocks() {
         ip("10.0.0.8"),
         "n2 claims the next free block"
     );
-    let blocks = inspect::summary(&s).unwrap().blocks;
+    let blocks = inspect::summary(s).unwrap().blocks;
     let owners: Vec<_> = blocks
         .iter()
         .map(|b| (b.cidr.to_string(), b.node.clone().unwrap()))
@@ -94,13 +87,10 @@ fn claims_a_new_block_when_full_and_nodes_get_their_own_blocks() {
     );
 }
 
-#[test]
-fn pinned_blocks_come_first_and_are_never_claimed_by_others() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
+fn pinned_blocks_come_first_and_are_never_claimed_by_others(s: &dyn Datastore) {
     let pins = BTreeMap::from([("n2".to_string(), vec![net("10.0.0.0/30")])]);
     let ipam = Ipam::new(
-        &s,
+        s,
         PoolSpec::new(net("10.0.0.0/28"), 30, true, pins).unwrap(),
     );
     assert_eq!(
@@ -115,20 +105,22 @@ fn pinned_blocks_come_first_and_are_never_claimed_by_others() {
     );
 }
 
-#[test]
-fn borrows_from_other_nodes_unless_strict() {
-    for strict in [false, true] {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(&dir);
-        let spec = PoolSpec::new(net("10.0.0.0/29"), 30, strict, BTreeMap::new()).unwrap();
-        let ipam = Ipam::new(&s, spec);
-        ipam.allocate("n1", "a0").unwrap();
-        ipam.allocate("n2", "b0").unwrap(); // both blocks now claimed
+fn borrows_from_other_nodes_unless_strict(s: &dyn Datastore) {
+    // One pool each way, side by side in the same store.
+    for (strict, cidr, first) in [
+        (false, "10.0.0.0/29", "10.0.0.0/30"),
+        (true, "10.1.0.0/29", "10.1.0.0/30"),
+    ] {
+        let spec = PoolSpec::new(net(cidr), 30, strict, BTreeMap::new()).unwrap();
+        let ipam = Ipam::new(s, spec);
+        let h = |n: &str, i: u32| format!("{n}{i}-{strict}");
+        ipam.allocate("n1", &h("a", 0)).unwrap();
+        ipam.allocate("n2", &h("b", 0)).unwrap(); // both blocks now claimed
         for i in 1..4 {
-            ipam.allocate("n2", &format!("b{i}")).unwrap();
+            ipam.allocate("n2", &h("b", i)).unwrap();
         }
         // n2's block is full and no block is left to claim.
-        let r = ipam.allocate("n2", "b4");
+        let r = ipam.allocate("n2", &h("b", 4));
         if strict {
             match r {
                 Err(Error::PoolExhausted {
@@ -136,7 +128,7 @@ fn borrows_from_other_nodes_unless_strict() {
                     node,
                     strict: true,
                 }) => {
-                    assert_eq!((pool, node.as_str()), (net("10.0.0.0/29"), "n2"));
+                    assert_eq!((pool, node.as_str()), (net(cidr), "n2"));
                 }
                 other => panic!("strict pool should be exhausted for n2: {other:?}"),
             }
@@ -144,36 +136,26 @@ fn borrows_from_other_nodes_unless_strict() {
             assert!(ipam.has_room("n1").unwrap());
         } else {
             assert_eq!(r.unwrap(), ip("10.0.0.1"), "borrowed from n1's block");
-            let h = ipam.lookup("b4").unwrap().unwrap();
-            assert_eq!((h.node.as_str(), h.block), ("n2", net("10.0.0.0/30")));
+            let held = ipam.lookup(&h("b", 4)).unwrap().unwrap();
+            assert_eq!((held.node.as_str(), held.block), ("n2", net(first)));
         }
     }
 }
 
-#[test]
-fn exhausted_pool_names_the_pool_and_allocates_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, pool("10.0.0.0/30", 30));
+fn exhausted_pool_names_the_pool_and_allocates_nothing(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, pool("10.0.0.0/30", 30));
     for i in 0..4 {
         ipam.allocate("n", &format!("h{i}")).unwrap();
     }
-    let rev = podnet_ipam::Datastore::revision(&s).unwrap();
+    let rev = s.revision().unwrap();
     let e = ipam.allocate("n", "h4").unwrap_err();
     assert!(e.to_string().contains("10.0.0.0/30"), "{e}");
     assert!(ipam.lookup("h4").unwrap().is_none());
-    assert_eq!(
-        podnet_ipam::Datastore::revision(&s).unwrap(),
-        rev,
-        "nothing was written"
-    );
+    assert_eq!(s.revision().unwrap(), rev, "nothing was written");
 }
 
-#[test]
-fn a_handle_holds_one_address_and_release_is_idempotent() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 26));
+fn a_handle_holds_one_address_and_release_is_idempotent(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, pool("10.0.0.0/24", 26));
     ipam.allocate("n", "h").unwrap();
     assert!(matches!(
         ipam.allocate("n", "h"),
@@ -184,11 +166,8 @@ fn a_handle_holds_one_address_and_release_is_idempotent() {
     assert_eq!(ipam.release("never-existed").unwrap(), None);
 }
 
-#[test]
-fn a_stale_release_cannot_free_an_address_given_out_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 26));
+fn a_stale_release_cannot_free_an_address_given_out_again(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, pool("10.0.0.0/24", 26));
     ipam.allocate("n", "old").unwrap();
     let stale = ipam.lookup("old").unwrap().unwrap();
     ipam.release("old").unwrap();
@@ -199,21 +178,18 @@ fn a_stale_release_cannot_free_an_address_given_out_again() {
         podnet_ipam::keys::handle("old"),
         serde_json::to_string(&stale).unwrap(),
     );
-    podnet_ipam::Datastore::txn(&s, &t).unwrap();
+    s.txn(&t).unwrap();
     assert_eq!(
         ipam.release("old").unwrap(),
         None,
         "stale sequence number frees nothing"
     );
     assert_eq!(ipam.lookup("new").unwrap().unwrap().address, stale.address);
-    assert!(inspect::verify(&s).unwrap().is_empty());
+    assert!(inspect::verify(s).unwrap().is_empty());
 }
 
-#[test]
-fn gc_frees_only_this_nodes_invalid_pod_handles() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, pool("10.0.0.0/24", 28));
+fn gc_frees_only_this_nodes_invalid_pod_handles(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, pool("10.0.0.0/24", 28));
     ipam.allocate_tunnel("n1").unwrap();
     for c in ["keep", "drop1", "drop2"] {
         ipam.allocate("n1", &pod_handle(c, "eth0")).unwrap();
@@ -237,7 +213,7 @@ fn gc_frees_only_this_nodes_invalid_pod_handles() {
         assert!(ipam.lookup(&kept).unwrap().is_some(), "{kept}");
     }
     // A pool's GC leaves other pools' handles alone.
-    let other = Ipam::new(&s, pool("10.1.0.0/24", 28));
+    let other = Ipam::new(s, pool("10.1.0.0/24", 28));
     other
         .allocate("n1", &pod_handle("other-pool", "eth0"))
         .unwrap();
@@ -248,14 +224,11 @@ fn gc_frees_only_this_nodes_invalid_pod_handles() {
         .is_some());
 }
 
-#[test]
-fn conflicting_pool_configs_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    Ipam::new(&s, pool("10.0.0.0/16", 26))
+fn conflicting_pool_configs_are_refused(s: &dyn Datastore) {
+    Ipam::new(s, pool("10.0.0.0/16", 26))
         .allocate("n", "a")
         .unwrap();
-    let e = Ipam::new(&s, pool("10.0.0.0/16", 24))
+    let e = Ipam::new(s, pool("10.0.0.0/16", 24))
         .allocate("n", "b")
         .unwrap_err();
     assert!(
@@ -269,19 +242,19 @@ fn conflicting_pool_configs_are_refused() {
         ),
         "{e:?}"
     );
-    let e = Ipam::new(&s, pool("10.0.128.0/17", 26))
+    let e = Ipam::new(s, pool("10.0.128.0/17", 26))
         .allocate("n", "c")
         .unwrap_err();
     assert!(matches!(e, Error::PoolOverlap { .. }), "{e:?}");
     let pins = |n: &str| BTreeMap::from([(n.to_string(), vec![net("10.0.5.0/26")])]);
     Ipam::new(
-        &s,
+        s,
         PoolSpec::new(net("10.0.0.0/16"), 26, false, pins("n1")).unwrap(),
     )
     .allocate("n1", "d")
     .unwrap();
     let e = Ipam::new(
-        &s,
+        s,
         PoolSpec::new(net("10.0.0.0/16"), 26, false, pins("n2")).unwrap(),
     )
     .allocate("n2", "e")
@@ -292,11 +265,8 @@ fn conflicting_pool_configs_are_refused() {
     );
 }
 
-#[test]
-fn bad_node_names_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, pool("10.0.0.0/16", 26));
+fn bad_node_names_are_refused(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, pool("10.0.0.0/16", 26));
     for bad in ["", "a/b", "a b"] {
         assert!(
             matches!(ipam.allocate(bad, "h"), Err(Error::InvalidName { .. })),
@@ -338,11 +308,8 @@ fn optimistic_concurrent_allocation_hands_out_distinct_addresses() {
     assert!(inspect::verify(&s).unwrap().is_empty());
 }
 
-#[test]
-fn ensure_block_claims_once_and_release_node_frees_its_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = store(&dir);
-    let ipam = Ipam::new(&s, seed_pool());
+fn ensure_block_claims_once_and_release_node_frees_its_blocks(s: &dyn Datastore) {
+    let ipam = Ipam::new(s, seed_pool());
     let b = ipam.ensure_block("sung-ubuntu05").unwrap();
     assert_eq!(b, net("10.233.78.0/24"), "the pinned block");
     assert_eq!(ipam.ensure_block("sung-ubuntu05").unwrap(), b, "idempotent");
@@ -356,7 +323,7 @@ fn ensure_block_claims_once_and_release_node_frees_its_blocks() {
         ipam.allocate_tunnel("sung-ubuntu05").unwrap(),
         ip("10.233.78.0")
     );
-    let other = Ipam::new(&s, pool("10.9.0.0/29", 30));
+    let other = Ipam::new(s, pool("10.9.0.0/29", 30));
     let first = other.ensure_block("x").unwrap();
     other.allocate("y", "pod-on-y").unwrap();
     assert_ne!(other.ensure_block("y").unwrap(), first);
@@ -368,7 +335,7 @@ fn ensure_block_claims_once_and_release_node_frees_its_blocks() {
         .lookup(&tunnel_handle("sung-ubuntu05"))
         .unwrap()
         .is_none());
-    assert!(inspect::summary(&s)
+    assert!(inspect::summary(s)
         .unwrap()
         .blocks
         .iter()
@@ -376,11 +343,53 @@ fn ensure_block_claims_once_and_release_node_frees_its_blocks() {
     // A node leaving with pods still in its block: the block stays, with no node.
     ipam.allocate("sung-ubuntu04", "pod").unwrap();
     ipam.release_node("sung-ubuntu04").unwrap();
-    let left = inspect::summary(&s).unwrap().blocks;
+    let left = inspect::summary(s).unwrap().blocks;
     let b04 = left
         .iter()
         .find(|x| x.cidr == net("10.233.99.0/24"))
         .unwrap();
     assert_eq!((b04.node.as_deref(), b04.used), (None, 1));
-    assert!(inspect::verify(&s).unwrap().is_empty());
+    assert!(inspect::verify(s).unwrap().is_empty());
 }
+
+/// Runs each case on a fresh SQLite store and on a fresh etcd.
+macro_rules! backends {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = super::common::store(&dir);
+                    super::$case(&s);
+                }
+            )*
+        }
+        #[cfg(feature = "etcd")]
+        mod etcd {
+            $(
+                #[test]
+                fn $case() {
+                    let etcd = super::common::Etcd::start();
+                    let s = etcd.store("/podnet");
+                    super::$case(&*s);
+                }
+            )*
+        }
+    };
+}
+
+backends!(
+    seed_layout_tunnel_gets_dot_zero_and_the_first_pod_dot_one,
+    fills_ordinal_zero_first_and_reuses_the_lowest_hole,
+    claims_a_new_block_when_full_and_nodes_get_their_own_blocks,
+    pinned_blocks_come_first_and_are_never_claimed_by_others,
+    borrows_from_other_nodes_unless_strict,
+    exhausted_pool_names_the_pool_and_allocates_nothing,
+    a_handle_holds_one_address_and_release_is_idempotent,
+    a_stale_release_cannot_free_an_address_given_out_again,
+    gc_frees_only_this_nodes_invalid_pod_handles,
+    conflicting_pool_configs_are_refused,
+    bad_node_names_are_refused,
+    ensure_block_claims_once_and_release_node_frees_its_blocks,
+);

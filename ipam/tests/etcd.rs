@@ -1,7 +1,7 @@
 #![cfg(feature = "etcd")]
-//! The etcd backend against a real etcd: the datastore contract, IPAM through the optimistic
-//! compare-and-swap path (model property test included), the podnet-ipam binary from many
-//! processes, and an unreachable etcd failing fast with "try again later".
+//! The etcd backend against a real etcd: the datastore contract, compaction, lost updates,
+//! IPAM from many threads, and an unreachable etcd failing fast with "try again later". (The
+//! allocator, model and many-process suites run on etcd too, in their own files.)
 
 mod common;
 
@@ -181,50 +181,6 @@ fn etcd_ipam_allocates_distinct_addresses_from_many_threads() {
     assert!(report.errors.is_empty());
     assert!(!report.released.is_empty());
     assert!(inspect::verify(&*store).unwrap().is_empty());
-}
-
-/// 16 processes x 10 exec'd ADDs against etcd, then DEL of all.
-#[test]
-fn etcd_podnet_ipam_from_many_processes() {
-    let etcd = Etcd::start();
-    let mut conf: serde_json::Value =
-        serde_json::from_str(&config("1.0.0", std::path::Path::new("/unused"), json!({}))).unwrap();
-    conf["ipam"]["datastore"] = serde_json::to_value(etcd.config("/podnet")).unwrap();
-    let conf = conf.to_string();
-    let run = |verb: &'static str| {
-        let workers: Vec<_> = (0..16)
-            .map(|w| {
-                let conf = conf.clone();
-                std::thread::spawn(move || {
-                    (0..10)
-                        .map(|i| {
-                            let r = cni(verb, &format!("w{w}-{i}"), &[], &conf);
-                            assert_eq!(r.code, 0, "{verb}: {} {}", r.stdout, r.stderr);
-                            r.stdout
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| w.join().unwrap())
-            .collect::<Vec<_>>()
-    };
-    let added: HashSet<String> = run("ADD")
-        .into_iter()
-        .map(|o| {
-            serde_json::from_str::<serde_json::Value>(&o).unwrap()["ips"][0]["address"].to_string()
-        })
-        .collect();
-    assert_eq!(added.len(), 160);
-    run("DEL");
-    let store = etcd.store("/podnet");
-    assert!(store
-        .list(podnet_ipam::keys::HANDLES)
-        .unwrap()
-        .kvs
-        .is_empty());
 }
 
 #[test]

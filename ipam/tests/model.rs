@@ -39,7 +39,8 @@ fn node(n: u8) -> String {
     format!("node{n}")
 }
 
-fn check(steps: &[Step], optimistic: bool) -> Result<(), TestCaseError> {
+/// A fresh SQLite store, used under its lock or (`optimistic`) through compare-and-swap.
+fn sqlite(optimistic: bool) -> (tempfile::TempDir, Box<dyn Datastore>) {
     let dir = tempfile::tempdir().unwrap();
     let sqlite = SqliteStore::open(dir.path().join("store.db"), Default::default()).unwrap();
     let store: Box<dyn Datastore> = if optimistic {
@@ -47,7 +48,21 @@ fn check(steps: &[Step], optimistic: bool) -> Result<(), TestCaseError> {
     } else {
         Box::new(sqlite)
     };
-    let ipam = Ipam::new(&*store, pool(POOL, 30));
+    (dir, store)
+}
+
+/// A fresh etcd keyspace: one etcd for the whole property run, a new prefix per case.
+#[cfg(feature = "etcd")]
+fn etcd() -> Box<dyn Datastore> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static ETCD: std::sync::OnceLock<common::Etcd> = std::sync::OnceLock::new();
+    static CASE: AtomicUsize = AtomicUsize::new(0);
+    let etcd = ETCD.get_or_init(common::Etcd::start);
+    etcd.store(&format!("/model{}", CASE.fetch_add(1, Ordering::Relaxed)))
+}
+
+fn check(steps: &[Step], store: &dyn Datastore) -> Result<(), TestCaseError> {
+    let ipam = Ipam::new(store, pool(POOL, 30));
     let mut model: BTreeMap<String, (String, Ipv4Addr)> = BTreeMap::new();
     for s in steps {
         match *s {
@@ -87,7 +102,7 @@ fn check(steps: &[Step], optimistic: bool) -> Result<(), TestCaseError> {
                 model.retain(|h, _| !expect.contains(h));
             }
         }
-        let problems = inspect::verify(&*store).unwrap();
+        let problems = inspect::verify(store).unwrap();
         prop_assert!(problems.is_empty(), "{:?}", problems);
         let stored: BTreeMap<String, Ipv4Addr> = store
             .list(keys::HANDLES)
@@ -111,11 +126,24 @@ proptest! {
 
     #[test]
     fn allocator_matches_the_model(steps in prop::collection::vec(step(), 1..80)) {
-        check(&steps, false)?;
+        let (_dir, store) = sqlite(false);
+        check(&steps, &*store)?;
     }
 
     #[test]
     fn optimistic_allocator_matches_the_model(steps in prop::collection::vec(step(), 1..80)) {
-        check(&steps, true)?;
+        let (_dir, store) = sqlite(true);
+        check(&steps, &*store)?;
+    }
+}
+
+#[cfg(feature = "etcd")]
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn etcd_allocator_matches_the_model(steps in prop::collection::vec(step(), 1..60)) {
+        let store = etcd();
+        check(&steps, &*store)?;
     }
 }

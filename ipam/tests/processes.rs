@@ -15,15 +15,33 @@ const WORKERS: usize = 64;
 const PER_WORKER: usize = 20;
 
 /// 64 workers each exec ADD 20 times, all at once, against one store: 1,280 distinct
-/// addresses. Then all DEL at once: no pod handle is left.
+/// addresses. Then all DEL at once: no pod handle is left. On both backends.
 #[test]
 fn sixty_four_processes_never_share_an_address() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("store.db");
+    let datastore = json!({"type": "sqlite", "path": db});
+    many_processes(datastore, || {
+        Box::new(SqliteStore::open(&db, Options::default()).unwrap())
+    });
+}
+
+#[cfg(feature = "etcd")]
+#[test]
+fn sixty_four_processes_on_etcd_never_share_an_address() {
+    let etcd = common::Etcd::start();
+    let datastore = serde_json::to_value(etcd.config("/podnet")).unwrap();
+    many_processes(datastore, || etcd.store("/podnet"));
+}
+
+fn many_processes(
+    datastore: serde_json::Value,
+    open: impl Fn() -> Box<dyn podnet_ipam::Datastore>,
+) {
     let conf = config(
         "1.0.0",
-        &db,
-        json!({"pool": "10.100.0.0/16", "blockSize": 26}),
+        std::path::Path::new("/unused"),
+        json!({"pool": "10.100.0.0/16", "blockSize": 26, "datastore": datastore, "nodename": ""}),
     );
     let run_all = |verb: &'static str| {
         let workers: Vec<_> = (0..WORKERS)
@@ -34,12 +52,7 @@ fn sixty_four_processes_never_share_an_address() {
                     (0..PER_WORKER)
                         .map(|i| {
                             let id = format!("w{w}-{i}");
-                            let r = cni(
-                                verb,
-                                &id,
-                                &[("NODENAME", node)],
-                                &conf.replace("\"node1\"", "\"\""),
-                            );
+                            let r = cni(verb, &id, &[("NODENAME", node)], &conf);
                             assert_eq!(r.code, 0, "{verb} {id}: {} {}", r.stdout, r.stderr);
                             (id, r)
                         })
@@ -59,10 +72,10 @@ fn sixty_four_processes_never_share_an_address() {
         WORKERS * PER_WORKER,
         "an address was handed out twice"
     );
-    let store = SqliteStore::open(&db, Options::default()).unwrap();
-    assert!(inspect::verify(&store).unwrap().is_empty());
+    let store = open();
+    assert!(inspect::verify(&*store).unwrap().is_empty());
     // Both nodes allocated from their own blocks (nodename came from NODENAME).
-    let nodes: HashSet<_> = inspect::summary(&store)
+    let nodes: HashSet<_> = inspect::summary(&*store)
         .unwrap()
         .blocks
         .into_iter()
@@ -73,8 +86,9 @@ fn sixty_four_processes_never_share_an_address() {
         HashSet::from(["node-a".to_string(), "node-b".to_string()])
     );
     run_all("DEL");
-    assert!(pod_handles(&db).is_empty());
-    assert!(inspect::verify(&store).unwrap().is_empty());
+    let handles = store.list(podnet_ipam::keys::HANDLES).unwrap().kvs;
+    assert!(handles.is_empty(), "{} handles left", handles.len());
+    assert!(inspect::verify(&*store).unwrap().is_empty());
 }
 
 /// A tiny deterministic generator, seeded from the clock and printed, for kill timings.
