@@ -43,7 +43,8 @@ pub struct EtcdOptions {
 
 pub struct EtcdStore {
     rt: Runtime,
-    client: Mutex<Client>,
+    /// The endpoint in use (its index) and a client connected to it alone.
+    client: Mutex<(usize, Client)>,
     options: EtcdOptions,
 }
 
@@ -62,15 +63,12 @@ impl EtcdStore {
     /// Connects (within the timeout) to the first endpoint that answers.
     pub fn connect(options: EtcdOptions) -> Result<EtcdStore, StoreError> {
         let rt = runtime(&options.endpoints.join(","))?;
-        let client = connect_on(&rt, &options)?;
-        let store = EtcdStore {
+        let client = connect_on(&rt, &options, 0)?;
+        Ok(EtcdStore {
             rt,
             client: Mutex::new(client),
             options,
-        };
-        // Connecting is lazy in gRPC: make one round trip so a bad endpoint fails here.
-        store.revision()?;
-        Ok(store)
+        })
     }
 
     fn desc(&self) -> String {
@@ -95,25 +93,38 @@ impl EtcdStore {
         )
     }
 
-    /// Runs an etcd call with the deadline; failures are `Unavailable` (try again later).
-    fn call<T, F>(&self, what: &str, f: impl FnOnce(Client) -> F) -> Result<T, StoreError>
+    /// Runs an etcd call within the deadline. If the endpoint in use fails, the next ones are
+    /// tried (a cluster member may be down) until the deadline; then `Unavailable` (try again
+    /// later). A write whose answer was lost may thus be sent twice: its compares then fail and
+    /// the caller's plan runs again on what is stored.
+    fn call<T, F>(&self, what: &str, f: impl Fn(Client) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, etcd_client::Error>>,
     {
-        let client = self
-            .client
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        self.rt
-            .block_on(async { tokio::time::timeout(self.options.timeout, f(client)).await })
-            .map_err(|_| {
-                unavailable(
-                    &self.desc(),
-                    &format!("{what}: no answer in {:?}", self.options.timeout),
-                )
-            })?
-            .map_err(|e| unavailable(&self.desc(), &format!("{what}: {e}")))
+        let deadline = tokio::time::Instant::now() + self.options.timeout;
+        loop {
+            let (idx, client) = self
+                .client
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let err = match self
+                .rt
+                .block_on(async { tokio::time::timeout_at(deadline, f(client)).await })
+            {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => format!("{what}: {e}"),
+                Err(_) => format!("{what}: no answer in {:?}", self.options.timeout),
+            };
+            if tokio::time::Instant::now() >= deadline || self.options.endpoints.len() < 2 {
+                return Err(unavailable(&self.desc(), &err));
+            }
+            tracing::warn!(endpoint = %self.options.endpoints[idx], "{err}; trying another etcd endpoint");
+            match connect_on(&self.rt, &self.options, idx + 1) {
+                Ok(next) => *self.client.lock().unwrap_or_else(|p| p.into_inner()) = next,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
@@ -126,24 +137,41 @@ impl EtcdStore {
     }
 }
 
-/// A client whose connection runs on `rt`.
-fn connect_on(rt: &Runtime, options: &EtcdOptions) -> Result<Client, StoreError> {
+/// A client whose connection runs on `rt`, to the first endpoint (from `start` on, in turn)
+/// that answers a request.
+fn connect_on(
+    rt: &Runtime,
+    options: &EtcdOptions,
+    start: usize,
+) -> Result<(usize, Client), StoreError> {
     let desc = options.endpoints.join(",");
-    let mut connect = ConnectOptions::new()
-        .with_connect_timeout(options.timeout)
-        .with_timeout(options.timeout);
-    if let Some(tls) = &options.tls {
-        connect = connect.with_tls(tls_options(tls, &desc)?);
+    let n = options.endpoints.len();
+    // Leave time for the other endpoints when one hangs.
+    let each = options.timeout / n.max(1) as u32;
+    let mut errors = Vec::new();
+    for k in 0..n {
+        let idx = (start + k) % n;
+        let endpoint = &options.endpoints[idx];
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(each)
+            .with_timeout(each);
+        if let Some(tls) = &options.tls {
+            connect = connect.with_tls(tls_options(tls, &desc)?);
+        }
+        let attempt = rt.block_on(async {
+            let mut client = Client::connect([endpoint.as_str()], Some(connect)).await?;
+            // Connecting is lazy in gRPC: one round trip proves the endpoint answers.
+            client
+                .get("/", Some(GetOptions::new().with_count_only()))
+                .await?;
+            Ok::<Client, etcd_client::Error>(client)
+        });
+        match attempt {
+            Ok(client) => return Ok((idx, client)),
+            Err(e) => errors.push(format!("{endpoint}: {e}")),
+        }
     }
-    rt.block_on(async {
-        tokio::time::timeout(
-            options.timeout,
-            Client::connect(&options.endpoints, Some(connect)),
-        )
-        .await
-    })
-    .map_err(|_| unavailable(&desc, "no endpoint answered in time"))?
-    .map_err(|e| unavailable(&desc, &e.to_string()))
+    Err(unavailable(&desc, &errors.join("; ")))
 }
 
 fn unavailable(store: &str, why: &str) -> StoreError {
@@ -181,14 +209,18 @@ fn tls_options(tls: &Tls, desc: &str) -> Result<TlsOptions, StoreError> {
 impl Datastore for EtcdStore {
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         let k = self.outer(key);
-        let resp = self.call("get", |mut c| async move { c.get(k, None).await })?;
+        let resp = self.call("get", |mut c| {
+            let k = k.clone();
+            async move { c.get(k, None).await }
+        })?;
         Ok(resp.kvs().first().map(|kv| self.kv(kv)))
     }
 
     fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
         let k = self.outer(prefix);
-        let resp = self.call("list", |mut c| async move {
-            c.get(k, Some(GetOptions::new().with_prefix())).await
+        let resp = self.call("list", |mut c| {
+            let k = k.clone();
+            async move { c.get(k, Some(GetOptions::new().with_prefix())).await }
         })?;
         let mut kvs: Vec<KeyValue> = resp.kvs().iter().map(|kv| self.kv(kv)).collect();
         kvs.sort_by(|a, b| a.key.cmp(&b.key));
@@ -220,7 +252,10 @@ impl Datastore for EtcdStore {
             })
             .collect();
         let t = etcd_client::Txn::new().when(compares).and_then(ops);
-        let resp = self.call("write", |mut c| async move { c.txn(t).await })?;
+        let resp = self.call("write", |mut c| {
+            let t = t.clone();
+            async move { c.txn(t).await }
+        })?;
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok(if resp.succeeded() {
             TxnOutcome::Committed(rev)
@@ -233,7 +268,7 @@ impl Datastore for EtcdStore {
         // A client's connection is driven by the runtime it was made on: the watcher gets its
         // own runtime and its own connection.
         let rt = runtime(&self.desc())?;
-        let client = connect_on(&rt, &self.options)?;
+        let (_, client) = connect_on(&rt, &self.options, 0)?;
         let mut w = EtcdWatcher {
             rt,
             client,
@@ -248,8 +283,9 @@ impl Datastore for EtcdStore {
 
     fn revision(&self) -> Result<Revision, StoreError> {
         let k = self.outer("/");
-        let resp = self.call("read the revision", |mut c| async move {
-            c.get(k, Some(GetOptions::new().with_count_only())).await
+        let resp = self.call("read the revision", |mut c| {
+            let k = k.clone();
+            async move { c.get(k, Some(GetOptions::new().with_count_only())).await }
         })?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
