@@ -297,3 +297,43 @@ fn health_metrics_and_status() {
         "every route is in the kernel: {text}"
     );
 }
+
+/// etcd goes down: every agent keeps every route; etcd comes back: a new node's block reaches
+/// every agent again (their watches reconnect).
+#[test]
+#[ignore = "needs root"]
+fn agents_keep_routes_while_etcd_is_down_and_catch_up_after() {
+    let mut c = converge_on("none", "outage", Backend::Etcd);
+    let before: Vec<_> = (0..3).map(|i| c.owned_routes(i)).collect();
+    c.stop_etcd();
+    std::thread::sleep(Duration::from_secs(2));
+    let during: Vec<_> = (0..3).map(|i| c.owned_routes(i)).collect();
+    assert_eq!(
+        during, before,
+        "no route may go while the datastore is away"
+    );
+    c.restart_etcd();
+    let record = podnet_agent::node::NodeRecord {
+        name: "node9".into(),
+        ip: "192.168.110.109".parse().unwrap(),
+        prefix_len: 16,
+        tunnel_ip: None,
+        tunnel_mac: None,
+        encapsulation: "none".into(),
+    };
+    let pool =
+        podnet_ipam::PoolSpec::new(common::POOL.parse().unwrap(), 24, false, Default::default())
+            .unwrap();
+    let block = c.with_store(|store| {
+        podnet_agent::node::register(store, &record).unwrap();
+        podnet_ipam::Ipam::new(store, pool)
+            .ensure_block("node9")
+            .unwrap()
+            .to_string()
+    });
+    wait_for(
+        Duration::from_secs(15),
+        "every agent caught up with node9's block",
+        || (0..3).all(|i| c.owned_routes(i).iter().any(|r| r.dst.to_string() == block)),
+    );
+}

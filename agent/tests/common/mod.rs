@@ -73,38 +73,7 @@ impl Cluster {
                 .unwrap();
             let lo = f.link("lo").unwrap().unwrap();
             f.set_up(lo.index).unwrap();
-            let data = dir.path().join("etcd");
-            let child = Command::new("nsenter")
-                .arg(format!("--net={}", fabric.path()))
-                .arg("etcd")
-                .arg("--data-dir")
-                .arg(&data)
-                .args([
-                    "--name",
-                    "lab",
-                    "--listen-client-urls",
-                    ETCD_URL,
-                    "--advertise-client-urls",
-                    ETCD_URL,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    "http://127.0.0.1:2380",
-                    "--initial-advertise-peer-urls",
-                    "http://127.0.0.1:2380",
-                ])
-                .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start etcd (Debian package etcd-server)");
-            let fabric_ns: &podnet_netlink::Netns = &fabric;
-            wait_for(Duration::from_secs(20), "etcd answers", || {
-                fabric_ns
-                    .run(|| std::net::TcpStream::connect("192.168.0.1:2379").is_ok())
-                    .unwrap()
-            });
-            child
+            spawn_etcd(&fabric, &dir.path().join("etcd"))
         });
         let mut nodes = Vec::new();
         for i in 1..=n {
@@ -280,6 +249,56 @@ impl Cluster {
 
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+}
+
+/// etcd inside the fabric namespace on 192.168.0.1:2379, data in `data`; waits until it answers.
+fn spawn_etcd(fabric: &OwnedNetns, data: &std::path::Path) -> Child {
+    let child = Command::new("nsenter")
+        .arg(format!("--net={}", fabric.path()))
+        .arg("etcd")
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--name",
+            "lab",
+            "--listen-client-urls",
+            ETCD_URL,
+            "--advertise-client-urls",
+            ETCD_URL,
+        ])
+        .args([
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+        ])
+        .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start etcd (Debian package etcd-server)");
+    let ns: &podnet_netlink::Netns = fabric;
+    wait_for(Duration::from_secs(20), "etcd answers", || {
+        ns.run(|| std::net::TcpStream::connect("192.168.0.1:2379").is_ok())
+            .unwrap()
+    });
+    child
+}
+
+impl Cluster {
+    /// Stops the cluster's etcd (SIGKILL), as an outage would.
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut e) = self.etcd.take() {
+            let _ = e.kill();
+            let _ = e.wait();
+        }
+    }
+
+    /// Starts it again on the same data.
+    pub fn restart_etcd(&mut self) {
+        assert!(self.etcd.is_none(), "etcd is running");
+        self.etcd = Some(spawn_etcd(&self.fabric, &self.dir.path().join("etcd")));
     }
 }
 
