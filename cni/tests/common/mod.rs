@@ -61,7 +61,12 @@ pub struct Node {
     pub ns: OwnedNetns,
     pub name: String,
     pub dir: tempfile::TempDir,
+    /// An etcd inside the node's namespace (127.0.0.1:2379 there), when the datastore is etcd.
+    pub etcd: Option<std::process::Child>,
 }
+
+/// Where an etcd-backed node's datastore is, from inside the node.
+pub const ETCD_URL: &str = "http://127.0.0.1:2379";
 
 /// A unique name for this process and tag.
 pub fn unique(tag: &str) -> String {
@@ -98,6 +103,62 @@ impl Node {
             ns,
             name,
             dir: tempfile::tempdir().unwrap(),
+            etcd: None,
+        }
+    }
+
+    /// The same node with its datastore in an etcd running inside the node's namespace.
+    pub fn with_etcd(tag: &str) -> Node {
+        let mut n = Node::new(tag);
+        n.start_etcd();
+        n
+    }
+
+    pub fn start_etcd(&mut self) {
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.path()))
+            .arg("etcd")
+            .arg("--data-dir")
+            .arg(self.dir.path().join("etcd"))
+            .args([
+                "--name",
+                "node",
+                "--listen-client-urls",
+                ETCD_URL,
+                "--advertise-client-urls",
+                ETCD_URL,
+            ])
+            .args([
+                "--listen-peer-urls",
+                "http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls",
+                "http://127.0.0.1:2380",
+            ])
+            .args(["--initial-cluster", "node=http://127.0.0.1:2380"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd (Debian package etcd-server)");
+        self.etcd = Some(child);
+        let start = std::time::Instant::now();
+        while !self
+            .ns
+            .run(|| std::net::TcpStream::connect("127.0.0.1:2379").is_ok())
+            .unwrap()
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(20),
+                "etcd did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL to the node's etcd, as an outage would.
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut e) = self.etcd.take() {
+            let _ = e.kill();
+            let _ = e.wait();
         }
     }
 
@@ -128,7 +189,7 @@ impl Node {
             "nodename": "sung-ubuntu04",
             "stateDir": self.dir.path().join("state"),
             "log": {"file": self.log(), "level": "debug"},
-            "datastore": {"type": "sqlite", "path": self.store()},
+            "datastore": self.datastore(),
             "ipam": {"type": "podnet-ipam", "pool": "10.233.64.0/18", "blockSize": 24,
                      "nodeBlocks": {"sung-ubuntu04": ["10.233.99.0/24"]}},
         });
@@ -205,9 +266,36 @@ impl Node {
             .collect()
     }
 
-    /// Pod handles in the datastore.
+    /// The datastore config of this node's CNI calls.
+    pub fn datastore(&self) -> Value {
+        match self.etcd {
+            Some(_) => json!({"type": "etcd", "endpoints": [ETCD_URL], "timeoutMs": 2000}),
+            None => json!({"type": "sqlite", "path": self.store()}),
+        }
+    }
+
+    /// Pod handles in the datastore (etcd is read from inside the node).
     pub fn handles(&self) -> Vec<String> {
-        handles(&self.store())
+        if self.etcd.is_none() {
+            return handles(&self.store());
+        }
+        let conf: podnet_ipam::DatastoreConfig = serde_json::from_value(self.datastore()).unwrap();
+        self.ns
+            .run(move || {
+                let s = conf.open().unwrap();
+                s.list(podnet_ipam::keys::HANDLES)
+                    .unwrap()
+                    .kvs
+                    .into_iter()
+                    .map(|kv| {
+                        kv.key
+                            .trim_start_matches(podnet_ipam::keys::HANDLES)
+                            .to_string()
+                    })
+                    .filter(|h| h.starts_with("podnet."))
+                    .collect()
+            })
+            .unwrap()
     }
 }
 
@@ -227,6 +315,12 @@ pub fn handles(store: &Path) -> Vec<String> {
         })
         .filter(|h| h.starts_with("podnet."))
         .collect()
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_etcd();
+    }
 }
 
 /// `ping -c1` from inside `netns`; true if answered.
