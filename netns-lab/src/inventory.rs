@@ -3,7 +3,6 @@
 
 use crate::state::LabState;
 use podnet_agent::node::NodeRecord;
-use podnet_ipam::store::sqlite::SqliteStore;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -17,9 +16,10 @@ pub struct Inventory {
 
 impl Inventory {
     pub fn read(lab: &LabState) -> Inventory {
-        let records = SqliteStore::open(lab.store(), Default::default())
+        let records = lab
+            .with_store(|s| podnet_agent::node::list(s).ok())
             .ok()
-            .and_then(|s| podnet_agent::node::list(&s).ok())
+            .flatten()
             .map(|(r, _)| r)
             .unwrap_or_default();
         let tunnel = match lab.encapsulation.as_str() {

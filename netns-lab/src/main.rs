@@ -46,6 +46,9 @@ enum Cmd {
         /// Force the encapsulation (default: the scenario's; auto = IPIP if loaded, else VXLAN).
         #[arg(long, value_enum)]
         encap: Option<Encap>,
+        /// Where the cluster's state lives: one SQLite file, or an etcd started in the fabric.
+        #[arg(long, value_parser = ["sqlite", "etcd"], default_value = "sqlite")]
+        datastore: String,
         /// Print less.
         #[arg(short, long)]
         quiet: bool,
@@ -199,6 +202,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             nodes,
             pods_per_node,
             encap,
+            datastore,
             quiet,
         } => {
             let s = match (scenario, nodes) {
@@ -208,7 +212,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let encap = encap.unwrap_or(s.encapsulation);
             let bins = runtime::Binaries::find()?;
-            let l = up::up(s, encap, &bins)?;
+            let l = up::up(s, encap, &datastore, &bins)?;
             if !quiet {
                 views::next_steps(&l);
             }

@@ -53,7 +53,7 @@ pub fn network_config(lab: &LabState, node: &str) -> Value {
         "encapsulation": lab.encapsulation,
         "stateDir": lab.node_dir(node),
         "log": {"file": lab.logs().join("cni.log"), "level": "info"},
-        "datastore": {"type": "sqlite", "path": lab.store()},
+        "datastore": lab.datastore_config(),
         "ipam": {"type": "podnet-ipam", "pool": lab.scenario.pool.cidr, "blockSize": lab.scenario.pool.block_size},
     })
 }

@@ -68,6 +68,16 @@ pub struct LabState {
     pub pods: Vec<PodState>,
     /// Set once `up` finished.
     pub complete: bool,
+    /// `sqlite` (the file store.db) or `etcd` (an etcd in the fabric namespace).
+    #[serde(default = "sqlite")]
+    pub datastore: String,
+    /// The lab's etcd process, when it has one.
+    #[serde(default)]
+    pub etcd: Option<Proc>,
+}
+
+fn sqlite() -> String {
+    "sqlite".into()
 }
 
 pub fn dir(lab: &str) -> PathBuf {
@@ -81,6 +91,47 @@ impl LabState {
 
     pub fn store(&self) -> PathBuf {
         self.dir().join("store.db")
+    }
+
+    /// The etcd URL the nodes use, when the lab runs on etcd.
+    pub fn etcd_url(&self) -> String {
+        format!("http://{}:2379", self.scenario.gateway)
+    }
+
+    /// The datastore config every agent and CNI call uses.
+    pub fn datastore_config(&self) -> podnet_ipam::DatastoreConfig {
+        match self.datastore.as_str() {
+            "etcd" => podnet_ipam::DatastoreConfig::Etcd {
+                endpoints: vec![self.etcd_url()],
+                prefix: None,
+                tls: None,
+                timeout_ms: None,
+            },
+            _ => podnet_ipam::DatastoreConfig::sqlite(self.store()),
+        }
+    }
+
+    /// The fabric namespace's name.
+    pub fn fabric(&self) -> String {
+        format!("{}-fabric", self.name)
+    }
+
+    /// Runs `f` on the lab's datastore. etcd serves the fabric, so it is reached from a thread
+    /// inside the fabric namespace (where every connection of the call is made).
+    pub fn with_store<T: Send>(
+        &self,
+        f: impl FnOnce(&dyn podnet_ipam::Datastore) -> T + Send,
+    ) -> Result<T> {
+        let conf = self.datastore_config();
+        let run = move || -> Result<T> {
+            let s = conf.open()?;
+            Ok(f(&*s))
+        };
+        if self.datastore == "etcd" {
+            podnet_netlink::Netns::open(LabState::netns_path(&self.fabric()))?.run(run)?
+        } else {
+            run()
+        }
     }
 
     pub fn logs(&self) -> PathBuf {

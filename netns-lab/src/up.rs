@@ -36,7 +36,7 @@ pub fn resolve_encap(asked: Encap) -> Encap {
     }
 }
 
-pub fn up(scenario: Scenario, encap: Encap, bins: &Binaries) -> Result<LabState> {
+pub fn up(scenario: Scenario, encap: Encap, datastore: &str, bins: &Binaries) -> Result<LabState> {
     let started = Instant::now();
     if state::dir(&scenario.name).join("state.json").exists() {
         bail!(
@@ -64,6 +64,8 @@ pub fn up(scenario: Scenario, encap: Encap, bins: &Binaries) -> Result<LabState>
         nodes: Vec::new(),
         pods: Vec::new(),
         complete: false,
+        datastore: datastore.to_string(),
+        etcd: None,
     };
     lab.save()?;
     // From here on, a failure removes everything this `up` made.
@@ -98,6 +100,9 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
         }
     }
     let t = Instant::now();
+    if lab.datastore == "etcd" {
+        start_etcd(lab)?;
+    }
     start_agents(lab, bins)?;
     register_pods(lab)?;
     // Pod namespaces need no agent: make them while the agents converge.
@@ -182,6 +187,67 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     lab.save()
 }
 
+/// The agents' datastore flags.
+fn store_flags(lab: &LabState) -> Vec<String> {
+    match lab.datastore.as_str() {
+        "etcd" => vec!["--etcd-endpoints".into(), lab.etcd_url()],
+        _ => vec!["--datastore".into(), lab.store().display().to_string()],
+    }
+}
+
+/// An etcd in the fabric namespace on the gateway address, where every node reaches it.
+fn start_etcd(lab: &mut LabState) -> Result<()> {
+    let url = lab.etcd_url();
+    let mut cmd = Command::new("etcd");
+    cmd.arg("--data-dir")
+        .arg(lab.dir().join("etcd"))
+        .args([
+            "--name",
+            &lab.name,
+            "--listen-client-urls",
+            &url,
+            "--advertise-client-urls",
+            &url,
+        ])
+        .args([
+            "--listen-peer-urls",
+            "http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls",
+            "http://127.0.0.1:2380",
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("{}=http://127.0.0.1:2380", lab.name),
+        ])
+        .env("PODNET_LAB", &lab.name);
+    let fabric = LabState::netns_path(&lab.fabric());
+    let p = procs::spawn_daemon(
+        cmd,
+        &Placement {
+            netns: &fabric,
+            uts_of: None,
+            hostname: None,
+            detach: true,
+        },
+        &lab.logs().join("etcd.log"),
+    )?;
+    lab.etcd = Some(p);
+    lab.save()?;
+    let ns = Netns::open(&fabric)?;
+    let addr = format!("{}:2379", lab.scenario.gateway);
+    let start = Instant::now();
+    while !ns.run(|| std::net::TcpStream::connect(&addr).is_ok())? {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!(
+                "etcd did not start; see {}",
+                lab.logs().join("etcd.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
     let pool = lab.scenario.pool.clone();
     for i in 0..lab.nodes.len() {
@@ -201,8 +267,7 @@ fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
             "--block-size",
             &pool.block_size.to_string(),
         ])
-        .arg("--datastore")
-        .arg(lab.store())
+        .args(store_flags(lab))
         .arg("--state-dir")
         .arg(lab.node_dir(&node.name))
         .env("PODNET_LAB", &lab.name);

@@ -260,3 +260,27 @@ fn generated_and_file_scenarios() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn seed_lab_on_etcd() {
+    let before = host_snapshot();
+    ok(&["up", "--quiet", "--datastore", "etcd"]);
+    let report = lab(&["test"]);
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    let nodes = lab(&["get", "nodes", "-o", "wide"]);
+    ok(&["down"]);
+    assert!(
+        report.status.success() && text.contains("0 failed"),
+        "{text}"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&nodes.stdout)
+            .matches("Ready ")
+            .count(),
+        5
+    );
+    assert_gone(&before);
+    assert!(lab_processes().is_empty(), "left: {:?}", lab_processes());
+}

@@ -165,7 +165,17 @@ impl Etcd {
         let (client, peer) = (free_port(), free_port());
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = std::process::Command::new("etcd")
+        let mut cmd = std::process::Command::new("etcd");
+        // Dies with the thread that started it, even if that is never dropped (a static).
+        // SAFETY: prctl is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("--data-dir")
             .arg(dir.path())
             .args([

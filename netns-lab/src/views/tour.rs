@@ -74,7 +74,9 @@ pub fn tour(lab: &LabState, lang: Lang) -> Result<()> {
         ),
     ];
     let bin_dir = std::env::current_exe()?.parent().map(|p| p.to_path_buf());
-    for (title_en, title_ko, steps) in exercises {
+    for (title_en, title_ko, mut steps) in exercises {
+        // podnet-ipam show reads the SQLite file; an etcd lab has none.
+        steps.retain(|s| lab.datastore == "sqlite" || s.args[0] != "!podnet-ipam");
         println!(
             "\n=== {} ===",
             if lang == Lang::Ko { title_ko } else { title_en }
