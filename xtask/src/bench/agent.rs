@@ -6,21 +6,40 @@
 use super::stats::{ms, Stats};
 use crate::sh::{self, cargo, execute};
 use anyhow::{bail, Context, Result};
-use podnet_ipam::store::sqlite::SqliteStore;
 use podnet_ipam::store::Txn;
-use podnet_ipam::{Datastore, Ipam, PoolSpec};
+use podnet_ipam::{Datastore, DatastoreConfig, Ipam, PoolSpec};
 use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{
     Netlink, RouteEvent, RouteMonitor, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL,
 };
 use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Etcd,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Etcd => "etcd",
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Cluster sizes to measure on etcd.
+    #[arg(long, value_delimiter = ',', default_value = "100")]
+    etcd_nodes: Vec<usize>,
     /// Cluster sizes to measure.
     #[arg(long, value_delimiter = ',', default_value = "10,50,100")]
     nodes: Vec<usize>,
@@ -30,7 +49,9 @@ pub struct Args {
 }
 
 struct Cluster {
-    _fabric: OwnedNetns,
+    /// Dropped before the namespaces.
+    _etcd: Option<super::etcd::Etcd>,
+    fabric: OwnedNetns,
     nodes: Vec<OwnedNetns>,
     agents: Vec<Child>,
 }
@@ -48,12 +69,31 @@ fn node_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 110 + (i / 250) as u8, (i % 250 + 1) as u8)
 }
 
-fn build(n: usize, tag: &str, agent: &Path, work: &Path) -> Result<Cluster> {
+/// The etcd of the etcd runs, in the fabric namespace on the bridge.
+const ETCD_IP: &str = "192.168.0.1";
+
+fn build(n: usize, tag: &str, agent: &Path, work: &Path, backend: Backend) -> Result<Cluster> {
     let fabric = OwnedNetns::named(&format!("{tag}-fabric"))?;
     let mut f = fabric.run(Netlink::open)??;
     f.add_bridge("br0")?;
     let br = f.link("br0")?.context("br0")?;
     f.set_up(br.index)?;
+    let etcd = match backend {
+        Backend::Sqlite => None,
+        Backend::Etcd => {
+            f.add_address(br.index, format!("{ETCD_IP}/16").parse()?)?;
+            let lo = f.link("lo")?.context("lo")?;
+            f.set_up(lo.index)?;
+            Some(super::etcd::Etcd::start(Some(&fabric), ETCD_IP, 2379)?)
+        }
+    };
+    let store_args: Vec<String> = match &etcd {
+        Some(e) => vec!["--etcd-endpoints".into(), e.url.clone()],
+        None => vec![
+            "--datastore".into(),
+            work.join("store.db").display().to_string(),
+        ],
+    };
     let mut nodes = Vec::new();
     let mut agents = Vec::new();
     for i in 0..n {
@@ -102,8 +142,7 @@ fn build(n: usize, tag: &str, agent: &Path, work: &Path) -> Result<Cluster> {
                 "--resync-seconds",
                 "60",
             ])
-            .arg("--datastore")
-            .arg(work.join("store.db"))
+            .args(&store_args)
             .arg("--state-dir")
             .arg(work.join(format!("n{i}")))
             .stdout(Stdio::null())
@@ -112,7 +151,8 @@ fn build(n: usize, tag: &str, agent: &Path, work: &Path) -> Result<Cluster> {
         nodes.push(ns);
     }
     Ok(Cluster {
-        _fabric: fabric,
+        _etcd: etcd,
+        fabric,
         nodes,
         agents,
     })
@@ -124,18 +164,48 @@ pub fn run(args: Args) -> Result<()> {
     }
     crate::deps::ensure_build()?;
     execute(cargo().args(["build", "--release", "-q", "-p", "podnet-agent", "--bins"]))?;
+    execute(cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "podnet-ipam",
+        "--example",
+        "register_node",
+    ]))?;
     let agent = sh::root().join("target/release/podnet-agent");
     let mut summary = Vec::new();
-    for &n in &args.nodes {
-        let work = sh::root().join(format!("target/bench-agent/{n}"));
+    let runs: Vec<(Backend, usize)> = args
+        .nodes
+        .iter()
+        .map(|&n| (Backend::Sqlite, n))
+        .chain(args.etcd_nodes.iter().map(|&n| (Backend::Etcd, n)))
+        .collect();
+    for (backend, n) in runs {
+        let work = sh::root().join(format!("target/bench-agent/{}-{n}", backend.name()));
         let _ = std::fs::remove_dir_all(&work);
         std::fs::create_dir_all(&work)?;
-        let tag = format!("pnba{}-{n}", std::process::id());
-        eprintln!("{n} nodes: starting agents");
-        let cluster = build(n, &tag, &agent, &work)?;
-        let store = SqliteStore::open(work.join("store.db"), Default::default())?;
-        wait_registered(&store, n)?;
-        let (latencies, all_nodes) = measure(&cluster, &store, args.trials)?;
+        let tag = format!("pnba{}-{}{n}", std::process::id(), backend.name());
+        eprintln!("{n} nodes on {}: starting agents", backend.name());
+        let cluster = build(n, &tag, &agent, &work, backend)?;
+        let (latencies, all_nodes) = match backend {
+            Backend::Sqlite => {
+                let store = DatastoreConfig::sqlite(work.join("store.db")).open()?;
+                wait_registered(&*store, n)?;
+                measure(&cluster, args.trials, |name, ip| {
+                    register_sqlite(&*store, name, ip)
+                })?
+            }
+            Backend::Etcd => {
+                let conf = format!(r#"{{"type":"etcd","endpoints":["http://{ETCD_IP}:2379"]}}"#);
+                // etcd serves the fabric: xtask reaches it through helpers in its namespace.
+                let helper = sh::root().join("target/release/examples/register_node");
+                wait_registered_with(|| count_nodes_etcd(&cluster.fabric), n)?;
+                measure(&cluster, args.trials, |name, ip| {
+                    register_etcd(&helper, &cluster.fabric, &conf, name, ip)
+                })?
+            }
+        };
         let rss: Vec<u64> = cluster
             .agents
             .iter()
@@ -144,6 +214,7 @@ pub fn run(args: Args) -> Result<()> {
         let max_rss = rss.iter().copied().max().unwrap_or(0);
         let mean_rss = rss.iter().sum::<u64>() / rss.len().max(1) as u64;
         summary.push((
+            backend,
             n,
             Stats::new(latencies),
             Stats::new(all_nodes),
@@ -154,7 +225,8 @@ pub fn run(args: Args) -> Result<()> {
     }
     println!("\n== agent convergence: a new node's block in every other node's kernel ==");
     println!(
-        "{:>6} {:>12} {:>12} {:>16} {:>16} {:>14} {:>13}",
+        "{:>7} {:>6} {:>12} {:>12} {:>16} {:>16} {:>14} {:>13}",
+        "store",
         "nodes",
         "per-node p50",
         "per-node p99",
@@ -163,9 +235,10 @@ pub fn run(args: Args) -> Result<()> {
         "RSS mean",
         "RSS max"
     );
-    for (n, per, all, mean, max) in &summary {
+    for (backend, n, per, all, mean, max) in &summary {
         println!(
-            "{n:>6} {:>12} {:>12} {:>16} {:>16} {:>10.1} MiB {:>9.1} MiB",
+            "{:>7} {n:>6} {:>12} {:>12} {:>16} {:>16} {:>10.1} MiB {:>9.1} MiB",
+            backend.name(),
             ms(per.median()),
             ms(per.p99()),
             ms(all.median()),
@@ -174,7 +247,19 @@ pub fn run(args: Args) -> Result<()> {
             *max as f64 / 1024.0
         );
     }
-    if let Some((_, per, all, _, max)) = summary.iter().find(|s| s.0 == 100) {
+    if let Some((_, _, _, all, _, _)) = summary.iter().find(|s| s.0 == Backend::Etcd && s.1 == 100)
+    {
+        let ok = all.p99() <= Duration::from_millis(100);
+        println!(
+            "N=100 on etcd: all-nodes p99 {} (target <= 100 ms with etcd watch: {})",
+            ms(all.p99()),
+            if ok { "met" } else { "MISSED" }
+        );
+    }
+    if let Some((_, _, per, all, _, max)) = summary
+        .iter()
+        .find(|s| s.0 == Backend::Sqlite && s.1 == 100)
+    {
         let ok = all.p99() <= Duration::from_millis(200);
         println!(
             "N=100: all-nodes p99 {} (target <= 200 ms: {}); per-node p99 {}",
@@ -192,8 +277,47 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+const POOL: &str = "10.128.0.0/10";
+
+/// Waits until `count` says all `n` agents have registered.
+fn wait_registered_with(count: impl Fn() -> Result<usize>, n: usize) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        if count()? >= n {
+            std::thread::sleep(Duration::from_millis(500));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("only {} of {n} agents registered in 120 s", count()?)
+}
+
+/// Registered nodes on etcd, counted by the agent's `node list` run in the fabric namespace.
+fn count_nodes_etcd(fabric: &OwnedNetns) -> Result<usize> {
+    let agent = sh::root().join("target/release/podnet-agent");
+    let fd = fabric.fd().as_raw_fd();
+    let mut cmd = Command::new(agent);
+    cmd.args([
+        "node",
+        "list",
+        "--etcd-endpoints",
+        &format!("http://{ETCD_IP}:2379"),
+    ]);
+    // SAFETY: setns is async-signal-safe; the fd outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    Ok(crate::sh::output(&mut cmd)?.lines().count())
+}
+
 /// Waits until all `n` agents have registered.
-fn wait_registered(store: &SqliteStore, n: usize) -> Result<()> {
+fn wait_registered(store: &dyn Datastore, n: usize) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
         if store.list("/podnet/v1/nodes/")?.kvs.len() >= n {
@@ -210,18 +334,21 @@ fn wait_registered(store: &SqliteStore, n: usize) -> Result<()> {
 
 /// Registers `trials` new nodes one by one; returns per-node latencies and, per trial, the
 /// time until the last node had the route.
+/// Registers `trials` new nodes one by one with `register` (which returns the block it
+/// claimed and the wall-clock time it wrote the node record); returns per-node latencies and,
+/// per trial, the time until the last node had the route.
 fn measure(
     c: &Cluster,
-    store: &SqliteStore,
     trials: usize,
+    register: impl Fn(&str, Ipv4Addr) -> Result<(ipnet::Ipv4Net, SystemTime)>,
 ) -> Result<(Vec<Duration>, Vec<Duration>)> {
-    let (tx, rx) = mpsc::channel::<(usize, ipnet::Ipv4Net, Instant)>();
+    let (tx, rx) = mpsc::channel::<(usize, ipnet::Ipv4Net, SystemTime)>();
     for (i, ns) in c.nodes.iter().enumerate() {
         let mut mon = ns.run(RouteMonitor::open)??;
         let tx = tx.clone();
         std::thread::spawn(move || loop {
             let Ok(events) = mon.wait() else { return };
-            let now = Instant::now();
+            let now = SystemTime::now();
             for e in events {
                 if let RouteEvent::Added(r) = e {
                     if r.protocol == AGENT_ROUTE_PROTOCOL && tx.send((i, r.dst, now)).is_err() {
@@ -231,19 +358,14 @@ fn measure(
             }
         });
     }
-    let pool = PoolSpec::new("10.128.0.0/10".parse()?, 24, false, Default::default())?;
-    let ipam = Ipam::new(store, pool);
     let mut per_node = Vec::new();
     let mut all_nodes = Vec::new();
     for t in 0..trials {
         while rx.try_recv().is_ok() {}
-        let name = format!("new{t}");
-        let block = ipam.ensure_block(&name)?;
-        let record = serde_json::json!({"name": name, "ip": Ipv4Addr::new(192, 168, 200, t as u8 + 1), "prefixLen": 16, "encapsulation": "none"});
-        let start = Instant::now();
-        let mut txn = Txn::default();
-        txn.put(format!("/podnet/v1/nodes/{name}"), record.to_string());
-        store.txn(&txn)?;
+        let (block, start) = register(
+            &format!("new{t}"),
+            Ipv4Addr::new(192, 168, 200, t as u8 + 1),
+        )?;
         let mut seen = vec![false; c.nodes.len()];
         let mut last = Duration::ZERO;
         while seen.iter().any(|s| !s) {
@@ -252,7 +374,7 @@ fn measure(
                 .context("a node never got the new route")?;
             if dst == block && !seen[i] {
                 seen[i] = true;
-                let d = at.saturating_duration_since(start);
+                let d = at.duration_since(start).unwrap_or_default();
                 per_node.push(d);
                 last = last.max(d);
             }
@@ -260,6 +382,56 @@ fn measure(
         all_nodes.push(last);
     }
     Ok((per_node, all_nodes))
+}
+
+/// In-process registration on the embedded store.
+fn register_sqlite(
+    store: &dyn Datastore,
+    name: &str,
+    ip: Ipv4Addr,
+) -> Result<(ipnet::Ipv4Net, SystemTime)> {
+    let pool = PoolSpec::new(POOL.parse()?, 24, false, Default::default())?;
+    let block = Ipam::new(store, pool).ensure_block(name)?;
+    let record =
+        serde_json::json!({"name": name, "ip": ip, "prefixLen": 16, "encapsulation": "none"});
+    let mut txn = Txn::default();
+    txn.put(format!("/podnet/v1/nodes/{name}"), record.to_string());
+    let start = SystemTime::now();
+    store.txn(&txn)?;
+    Ok((block, start))
+}
+
+/// Registration on etcd through the `register_node` helper (xtask itself links no etcd
+/// client), run in the fabric namespace; its own clock reading marks the write.
+fn register_etcd(
+    helper: &Path,
+    fabric: &OwnedNetns,
+    conf: &str,
+    name: &str,
+    ip: Ipv4Addr,
+) -> Result<(ipnet::Ipv4Net, SystemTime)> {
+    let fd = fabric.fd().as_raw_fd();
+    let mut cmd = Command::new(helper);
+    cmd.args([conf, POOL, name, &ip.to_string()]);
+    // SAFETY: setns is async-signal-safe; the fd outlives the spawn.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let out = crate::sh::output(&mut cmd)?;
+    let (block, nanos) = out
+        .trim()
+        .split_once(' ')
+        .context("read register_node's output")?;
+    Ok((
+        block.parse()?,
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos.parse()?),
+    ))
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {

@@ -3,6 +3,7 @@
 
 mod agent;
 mod cni;
+mod etcd;
 mod ipam;
 mod lab;
 mod stats;

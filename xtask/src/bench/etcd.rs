@@ -1,0 +1,87 @@
+//! A throwaway etcd for benchmarks: on loopback, or inside a namespace on a given address.
+
+use anyhow::{bail, Context, Result};
+use podnet_netlink::Netns;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Etcd {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd listening on `ip:port` (in `netns` when given) and waits until it answers.
+    pub fn start(netns: Option<&Netns>, ip: &str, port: u16) -> Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let url = format!("http://{ip}:{port}");
+        let peer = format!("http://127.0.0.1:{}", port + 1);
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .args([
+                "--name",
+                "bench",
+                "--listen-client-urls",
+                &url,
+                "--advertise-client-urls",
+                &url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+                "--initial-cluster",
+                &format!("bench={peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(ns) = netns {
+            let fd = ns.fd().as_raw_fd();
+            // SAFETY: setns is async-signal-safe; the fd outlives the spawn.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .context("start etcd (Debian package etcd-server)")?;
+        let etcd = Etcd {
+            child,
+            url,
+            _dir: dir,
+        };
+        let addr = format!("{ip}:{port}");
+        let start = Instant::now();
+        loop {
+            let up = match netns {
+                Some(ns) => ns.run(|| std::net::TcpStream::connect(&addr).is_ok())?,
+                None => std::net::TcpStream::connect(&addr).is_ok(),
+            };
+            if up {
+                return Ok(etcd);
+            }
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!("etcd did not start on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
