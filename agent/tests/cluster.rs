@@ -7,10 +7,6 @@ use common::{add_pod, ping, wait_for, Backend, Cluster};
 use podnet_netlink::{RouteEvent, RouteKind, RouteMonitor, AGENT_ROUTE_PROTOCOL};
 use std::time::Duration;
 
-fn converge(encap: &str, tag: &str) -> Cluster {
-    converge_on(encap, tag, Backend::Sqlite)
-}
-
 fn converge_on(encap: &str, tag: &str, backend: Backend) -> Cluster {
     let mut c = Cluster::with_backend(tag, 3, backend);
     c.start_all(encap);
@@ -18,19 +14,7 @@ fn converge_on(encap: &str, tag: &str, backend: Backend) -> Cluster {
     c
 }
 
-#[test]
-#[ignore = "needs root"]
-fn vxlan_cluster_routes_and_pods_reach_across_nodes() {
-    vxlan_cluster(Backend::Sqlite);
-}
-
-#[test]
-#[ignore = "needs root"]
-fn vxlan_cluster_on_etcd() {
-    vxlan_cluster(Backend::Etcd);
-}
-
-fn vxlan_cluster(backend: Backend) {
+fn vxlan_cluster_routes_and_pods_reach_across_nodes(backend: Backend) {
     let c = converge_on("vxlan", &format!("vx{}", backend as u8), backend);
     let r = c.owned_routes(0);
     let to2 = r
@@ -70,10 +54,8 @@ fn vxlan_cluster(backend: Backend) {
     assert!(ping(&b, &ip_a));
 }
 
-#[test]
-#[ignore = "needs root"]
-fn unencapsulated_cluster_routes_via_node_addresses() {
-    let c = converge("none", "none");
+fn unencapsulated_cluster_routes_via_node_addresses(backend: Backend) {
+    let c = converge_on("none", &format!("none{}", backend as u8), backend);
     let r = c.owned_routes(0);
     let to3 = r
         .iter()
@@ -90,10 +72,8 @@ fn unencapsulated_cluster_routes_via_node_addresses() {
     );
 }
 
-#[test]
-#[ignore = "needs root"]
-fn a_route_deleted_by_hand_returns_within_a_second() {
-    let c = converge("vxlan", "heal");
+fn a_route_deleted_by_hand_returns_within_a_second(backend: Backend) {
+    let c = converge_on("vxlan", &format!("heal{}", backend as u8), backend);
     let mut nl = c.netlink(0);
     nl.delete_route("10.233.93.0/24".parse().unwrap(), AGENT_ROUTE_PROTOCOL)
         .unwrap();
@@ -105,14 +85,13 @@ fn a_route_deleted_by_hand_returns_within_a_second() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
-#[test]
-#[ignore = "needs root"]
-fn a_removed_node_loses_its_routes_everywhere_within_a_second() {
-    let mut c = converge("vxlan", "remove");
+fn a_removed_node_loses_its_routes_everywhere_within_a_second(backend: Backend) {
+    let mut c = converge_on("vxlan", &format!("remove{}", backend as u8), backend);
     c.kill(2);
-    let out = std::process::Command::new(common::AGENT)
-        .args(["node", "remove", "node3", "--datastore"])
-        .arg(c.store())
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", c.fabric.path()))
+        .args([common::AGENT, "node", "remove", "node3"])
+        .args(c.store_args())
         .output()
         .unwrap();
     assert!(
@@ -140,10 +119,8 @@ fn a_removed_node_loses_its_routes_everywhere_within_a_second() {
     );
 }
 
-#[test]
-#[ignore = "needs root"]
-fn a_killed_and_restarted_agent_deletes_no_route() {
-    let mut c = converge("vxlan", "restart");
+fn a_killed_and_restarted_agent_deletes_no_route(backend: Backend) {
+    let mut c = converge_on("vxlan", &format!("restart{}", backend as u8), backend);
     let mut monitor = c.nodes[0].ns.run(RouteMonitor::open).unwrap().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || loop {
@@ -208,21 +185,9 @@ fn http_get(c: &Cluster, i: usize, path: &str) -> Option<String> {
         .unwrap()
 }
 
-#[test]
-#[ignore = "needs root"]
-fn a_new_nodes_block_written_to_the_datastore_reaches_every_kernel() {
-    new_node(Backend::Sqlite);
-}
-
-#[test]
-#[ignore = "needs root"]
-fn a_new_nodes_block_on_etcd_reaches_every_kernel() {
-    new_node(Backend::Etcd);
-}
-
 /// Another node registers and claims a block, as its agent would: every agent routes it
 /// within a second, through the datastore's watch.
-fn new_node(backend: Backend) {
+fn a_new_nodes_block_reaches_every_kernel(backend: Backend) {
     let c = converge_on("none", &format!("newnode{}", backend as u8), backend);
     let record = podnet_agent::node::NodeRecord {
         name: "node9".into(),
@@ -250,10 +215,8 @@ fn new_node(backend: Backend) {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
-#[test]
-#[ignore = "needs root"]
-fn health_metrics_and_status() {
-    let c = converge("vxlan", "health");
+fn health_metrics_and_status(backend: Backend) {
+    let c = converge_on("vxlan", &format!("health{}", backend as u8), backend);
     wait_for(Duration::from_secs(5), "ready", || ready(&c, 0));
     assert!(http_get(&c, 0, "/healthz")
         .unwrap()
@@ -267,14 +230,8 @@ fn health_metrics_and_status() {
     );
     let out = std::process::Command::new("nsenter")
         .arg(format!("--net={}", c.nodes[0].ns.path()))
-        .args([
-            common::AGENT,
-            "status",
-            "--node-name",
-            "node1",
-            "--datastore",
-        ])
-        .arg(c.store())
+        .args([common::AGENT, "status", "--node-name", "node1"])
+        .args(c.store_args())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -337,3 +294,13 @@ fn agents_keep_routes_while_etcd_is_down_and_catch_up_after() {
         || (0..3).all(|i| c.owned_routes(i).iter().any(|r| r.dst.to_string() == block)),
     );
 }
+
+backends!(
+    vxlan_cluster_routes_and_pods_reach_across_nodes,
+    unencapsulated_cluster_routes_via_node_addresses,
+    a_route_deleted_by_hand_returns_within_a_second,
+    a_removed_node_loses_its_routes_everywhere_within_a_second,
+    a_killed_and_restarted_agent_deletes_no_route,
+    a_new_nodes_block_reaches_every_kernel,
+    health_metrics_and_status,
+);

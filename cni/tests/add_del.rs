@@ -3,14 +3,11 @@
 
 mod common;
 
-use common::{handles, k8s, ping, Node, NODE_IP};
+use common::{k8s, ping, Node, NODE_IP};
 use podnet_netlink::{sysctl, RouteKind};
 use serde_json::json;
 
-#[test]
-#[ignore = "needs root"]
-fn add_builds_the_seed_pod_and_it_reaches_its_node() {
-    let node = Node::new("seed");
+fn add_builds_the_seed_pod_and_it_reaches_its_node(node: Node) {
     let pod = node.pod("ubuntu-test");
     let conf = node.conf("1.0.0", json!({}));
     let result = node
@@ -118,10 +115,7 @@ fn add_builds_the_seed_pod_and_it_reaches_its_node() {
     assert!(log.contains("pod attached"), "{log}");
 }
 
-#[test]
-#[ignore = "needs root"]
-fn two_pods_on_one_node_reach_each_other() {
-    let node = Node::new("pair");
+fn two_pods_on_one_node_reach_each_other(node: Node) {
     let a = node.pod("a");
     let b = node.pod("b");
     let conf = node.conf("1.0.0", json!({}));
@@ -132,10 +126,7 @@ fn two_pods_on_one_node_reach_each_other() {
     assert!(ping(&b, &ip_a), "{ip_b} -> {ip_a}");
 }
 
-#[test]
-#[ignore = "needs root"]
-fn results_come_in_the_version_asked_for() {
-    let node = Node::new("versions");
+fn results_come_in_the_version_asked_for(node: Node) {
     for (i, v) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
         .iter()
         .enumerate()
@@ -165,10 +156,7 @@ fn results_come_in_the_version_asked_for() {
     }
 }
 
-#[test]
-#[ignore = "needs root"]
-fn del_cleans_up_whatever_state_it_finds() {
-    let node = Node::new("del");
+fn del_cleans_up_whatever_state_it_finds(node: Node) {
     let conf = node.conf("1.0.0", json!({}));
     let with_prev = |prev: &serde_json::Value| {
         let mut c: serde_json::Value = serde_json::from_str(&conf).unwrap();
@@ -218,27 +206,24 @@ fn del_cleans_up_whatever_state_it_finds() {
     assert!(node.pod_routes().is_empty() && node.handles().is_empty());
 
     // A crashed ADD left an address but no interfaces.
-    let s =
-        podnet_ipam::store::sqlite::SqliteStore::open(node.store(), Default::default()).unwrap();
-    let pool = podnet_ipam::PoolSpec::new(
-        "10.233.64.0/18".parse().unwrap(),
-        24,
-        false,
-        Default::default(),
-    )
-    .unwrap();
-    podnet_ipam::Ipam::new(&s, pool)
-        .allocate("sung-ubuntu04", "podnet.ctr-4.eth0")
+    node.with_store(|s| {
+        let pool = podnet_ipam::PoolSpec::new(
+            "10.233.64.0/18".parse().unwrap(),
+            24,
+            false,
+            Default::default(),
+        )
         .unwrap();
+        podnet_ipam::Ipam::new(s, pool)
+            .allocate("sung-ubuntu04", "podnet.ctr-4.eth0")
+            .unwrap();
+    });
     let pod = node.pod("four");
     node.cni("DEL", "ctr-4", Some(&pod), &[], &conf).ok();
-    assert!(handles(&node.store()).is_empty());
+    assert!(node.handles().is_empty());
 }
 
-#[test]
-#[ignore = "needs root"]
-fn check_passes_on_a_fresh_pod_and_names_what_changed() {
-    let node = Node::new("check");
+fn check_passes_on_a_fresh_pod_and_names_what_changed(node: Node) {
     let pod = node.pod("p");
     let conf = node.conf("1.0.0", json!({}));
     let prev = node.cni("ADD", "ctr-c", Some(&pod), &[], &conf).ok();
@@ -292,10 +277,7 @@ fn check_passes_on_a_fresh_pod_and_names_what_changed() {
     );
 }
 
-#[test]
-#[ignore = "needs root"]
-fn mtu_comes_from_config_then_the_agent_then_the_uplink() {
-    let node = Node::new("mtu");
+fn mtu_comes_from_config_then_the_agent_then_the_uplink(node: Node) {
     let a = node.pod("a");
     let r = node
         .cni(
@@ -347,3 +329,12 @@ fn mtu_comes_from_config_then_the_agent_then_the_uplink() {
         .ok();
     assert_eq!(r["interfaces"][1]["mtu"], 1500);
 }
+
+backends!(
+    add_builds_the_seed_pod_and_it_reaches_its_node,
+    two_pods_on_one_node_reach_each_other,
+    results_come_in_the_version_asked_for,
+    del_cleans_up_whatever_state_it_finds,
+    check_passes_on_a_fresh_pod_and_names_what_changed,
+    mtu_comes_from_config_then_the_agent_then_the_uplink,
+);

@@ -27,10 +27,7 @@ fn assert_clean(node: &Node, keep: usize, what: &str) {
     );
 }
 
-#[test]
-#[ignore = "needs root"]
-fn bad_input_is_refused_with_its_code_before_anything_is_made() {
-    let node = Node::new("bad");
+fn bad_input_is_refused_with_its_code_before_anything_is_made(node: Node) {
     let pod = node.pod("p");
     let good = node.conf("1.0.0", json!({}));
     let unknown_ipam = node.conf("1.0.0", json!({"ipam": {"type": "no-such-ipam"}}));
@@ -106,10 +103,7 @@ fn bad_input_is_refused_with_its_code_before_anything_is_made() {
     }
 }
 
-#[test]
-#[ignore = "needs root"]
-fn taken_names_and_repeats_are_refused_and_leave_the_other_intact() {
-    let node = Node::new("taken");
+fn taken_names_and_repeats_are_refused_and_leave_the_other_intact(node: Node) {
     let conf = node.conf("1.0.0", json!({}));
 
     // The pod already has an eth0.
@@ -171,10 +165,7 @@ fn taken_names_and_repeats_are_refused_and_leave_the_other_intact() {
     );
 }
 
-#[test]
-#[ignore = "needs root"]
-fn an_exhausted_pool_is_code_100() {
-    let node = Node::new("full");
+fn an_exhausted_pool_is_code_100(node: Node) {
     let conf = node.conf(
         "1.0.0",
         json!({"ipam": {"type": "podnet-ipam", "pool": "10.233.64.0/30", "blockSize": 30}}),
@@ -239,10 +230,7 @@ fn rusqlite_lock(path: &std::path::Path) -> std::process::Child {
     child
 }
 
-#[test]
-#[ignore = "needs root"]
-fn a_failure_after_ipam_releases_the_address() {
-    let node = Node::new("undo");
+fn a_failure_after_ipam_releases_the_address(node: Node) {
     let pod = node.pod("p");
     // The kernel refuses this MTU when creating the veth, after the address was allocated.
     let r = node.cni(
@@ -290,10 +278,7 @@ fn a_failure_after_ipam_releases_the_address() {
     assert_clean(&node, 0, "delegate gave no IPv4");
 }
 
-#[test]
-#[ignore = "needs root"]
-fn version_status_and_gc() {
-    let node = Node::new("verbs");
+fn version_status_and_gc(node: Node) {
     let v = node
         .cni(
             "VERSION",
@@ -346,3 +331,11 @@ fn version_status_and_gc() {
     assert_eq!(node.pod_routes().len(), 2);
     node.cni("STATUS", "", None, &none, &conf).ok();
 }
+
+backends!(
+    bad_input_is_refused_with_its_code_before_anything_is_made,
+    taken_names_and_repeats_are_refused_and_leave_the_other_intact,
+    an_exhausted_pool_is_code_100,
+    a_failure_after_ipam_releases_the_address,
+    version_status_and_gc,
+);

@@ -88,10 +88,7 @@ fn delegates_to_host_local_and_releases_with_it() {
 
 /// A conflist of podnet then Debian's `tuning`: tuning gets podnet's result as prevResult,
 /// sets a sysctl on the pod interface, and passes the result on.
-#[test]
-#[ignore = "needs root"]
-fn chains_with_tuning() {
-    let node = Node::new("chain");
+fn chains_with_tuning(node: Node) {
     let pod = node.pod("p");
     let ours = node
         .cni(
@@ -143,10 +140,7 @@ fn chains_with_tuning() {
 
 /// podman 4 (CNI backend): VERSION first, CNI_ARGS with only K8S_POD_NAME, DEL without
 /// prevResult after a failed ADD, DEL on stop.
-#[test]
-#[ignore = "needs root"]
-fn podman_style_calls() {
-    let node = Node::new("podman");
+fn podman_style_calls(node: Node) {
     let conf = node.conf("1.0.0", json!({}));
     node.cni("VERSION", "", None, &[("CNI_NETNS", "dummy")], &conf)
         .ok();
@@ -242,3 +236,5 @@ fn etcd_stopped_during_a_burst_of_adds() {
     want.sort();
     assert_eq!(left, want);
 }
+
+backends!(chains_with_tuning, podman_style_calls);

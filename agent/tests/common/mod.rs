@@ -381,3 +381,28 @@ pub fn add_pod(c: &Cluster, i: usize, name: &str) -> (OwnedNetns, String) {
         .to_string();
     (pod, ip)
 }
+
+/// Runs each case (a `fn(Backend)`) with the agents on the SQLite file and on etcd.
+#[macro_export]
+macro_rules! backends {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[test]
+                #[ignore = "needs root"]
+                fn $case() {
+                    super::$case(super::common::Backend::Sqlite);
+                }
+            )*
+        }
+        mod on_etcd {
+            $(
+                #[test]
+                #[ignore = "needs root"]
+                fn $case() {
+                    super::$case(super::common::Backend::Etcd);
+                }
+            )*
+        }
+    };
+}

@@ -274,6 +274,15 @@ impl Node {
         }
     }
 
+    /// Runs `f` on the node's datastore (etcd is reached from inside the node).
+    pub fn with_store<T: Send>(
+        &self,
+        f: impl FnOnce(&dyn podnet_ipam::Datastore) -> T + Send,
+    ) -> T {
+        let conf: podnet_ipam::DatastoreConfig = serde_json::from_value(self.datastore()).unwrap();
+        self.ns.run(move || f(&*conf.open().unwrap())).unwrap()
+    }
+
     /// Pod handles in the datastore (etcd is read from inside the node).
     pub fn handles(&self) -> Vec<String> {
         if self.etcd.is_none() {
@@ -339,4 +348,30 @@ pub fn k8s(ns: &str, pod: &str) -> String {
     format!(
         "IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID=x"
     )
+}
+
+/// Runs each case (a `fn(Node)`) on a node whose datastore is the SQLite file and on one whose
+/// datastore is an etcd inside the node's namespace.
+#[macro_export]
+macro_rules! backends {
+    ($($case:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[test]
+                #[ignore = "needs root"]
+                fn $case() {
+                    super::$case(super::common::Node::new(concat!("s-", stringify!($case))));
+                }
+            )*
+        }
+        mod on_etcd {
+            $(
+                #[test]
+                #[ignore = "needs root"]
+                fn $case() {
+                    super::$case(super::common::Node::with_etcd(concat!("e-", stringify!($case))));
+                }
+            )*
+        }
+    };
 }
