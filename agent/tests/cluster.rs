@@ -189,29 +189,7 @@ fn http_get(c: &Cluster, i: usize, path: &str) -> Option<String> {
 /// within a second, through the datastore's watch.
 fn a_new_nodes_block_reaches_every_kernel(backend: Backend) {
     let c = converge_on("none", &format!("newnode{}", backend as u8), backend);
-    let record = podnet_agent::node::NodeRecord {
-        name: "node9".into(),
-        ip: "192.168.110.109".parse().unwrap(),
-        prefix_len: 16,
-        tunnel_ip: None,
-        tunnel_mac: None,
-        encapsulation: "none".into(),
-    };
-    let pool =
-        podnet_ipam::PoolSpec::new(common::POOL.parse().unwrap(), 24, false, Default::default())
-            .unwrap();
-    let block = c.with_store(|store| {
-        podnet_agent::node::register(store, &record).unwrap();
-        podnet_ipam::Ipam::new(store, pool)
-            .ensure_block("node9")
-            .unwrap()
-            .to_string()
-    });
-    let took = wait_for(
-        Duration::from_secs(5),
-        "every node routes node9's block",
-        || (0..3).all(|i| c.owned_routes(i).iter().any(|r| r.dst.to_string() == block)),
-    );
+    let took = register_node9_and_wait_for_its_routes(&c);
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
 
@@ -270,6 +248,32 @@ fn agents_keep_routes_while_etcd_is_down_and_catch_up_after() {
         "no route may go while the datastore is away"
     );
     c.restart_etcd();
+    register_node9_and_wait_for_its_routes(&c);
+}
+
+backends!(
+    vxlan_cluster_routes_and_pods_reach_across_nodes,
+    unencapsulated_cluster_routes_via_node_addresses,
+    a_route_deleted_by_hand_returns_within_a_second,
+    a_removed_node_loses_its_routes_everywhere_within_a_second,
+    a_killed_and_restarted_agent_deletes_no_route,
+    a_new_nodes_block_reaches_every_kernel,
+    health_metrics_and_status,
+);
+
+/// A three-member etcd loses a member: node registrations still reach every agent's kernel
+/// (calls and watches move to the members still up).
+#[test]
+#[ignore = "needs root"]
+fn route_updates_go_on_with_one_of_three_etcd_members_killed() {
+    let mut c = converge_on("none", "etcd3", Backend::Etcd3);
+    c.kill_member(0);
+    register_node9_and_wait_for_its_routes(&c);
+}
+
+/// Registers a node9 with a block straight in the datastore and waits until every agent of
+/// `c` routes that block; returns how long that took.
+fn register_node9_and_wait_for_its_routes(c: &Cluster) -> Duration {
     let record = podnet_agent::node::NodeRecord {
         name: "node9".into(),
         ip: "192.168.110.109".parse().unwrap(),
@@ -289,18 +293,8 @@ fn agents_keep_routes_while_etcd_is_down_and_catch_up_after() {
             .to_string()
     });
     wait_for(
-        Duration::from_secs(15),
-        "every agent caught up with node9's block",
+        Duration::from_secs(20),
+        "every agent routes node9's block",
         || (0..3).all(|i| c.owned_routes(i).iter().any(|r| r.dst.to_string() == block)),
-    );
+    )
 }
-
-backends!(
-    vxlan_cluster_routes_and_pods_reach_across_nodes,
-    unencapsulated_cluster_routes_via_node_addresses,
-    a_route_deleted_by_hand_returns_within_a_second,
-    a_removed_node_loses_its_routes_everywhere_within_a_second,
-    a_killed_and_restarted_agent_deletes_no_route,
-    a_new_nodes_block_reaches_every_kernel,
-    health_metrics_and_status,
-);

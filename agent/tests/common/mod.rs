@@ -42,6 +42,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// An etcd serving the cluster from the fabric namespace, when the backend is etcd.
     pub etcd: Option<Child>,
+    /// The members of a three-member etcd (`None` once killed).
+    pub members: Vec<Option<Child>>,
 }
 
 /// The datastore the agents share.
@@ -50,7 +52,16 @@ pub enum Backend {
     Sqlite,
     /// etcd in the fabric namespace on 192.168.0.1:2379, reached by the nodes over ens3.
     Etcd,
+    /// Three etcd members in the fabric namespace (192.168.0.1:2379, :22379, :32379).
+    Etcd3,
 }
+
+/// The client URLs of the three-member cluster.
+pub const ETCD3_URLS: [&str; 3] = [
+    "http://192.168.0.1:2379",
+    "http://192.168.0.1:22379",
+    "http://192.168.0.1:32379",
+];
 
 pub const ETCD_URL: &str = "http://192.168.0.1:2379";
 
@@ -68,13 +79,19 @@ impl Cluster {
         let br = f.link("br0").unwrap().unwrap();
         f.set_up(br.index).unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let etcd = (backend == Backend::Etcd).then(|| {
+        if backend != Backend::Sqlite {
             f.add_address(br.index, "192.168.0.1/16".parse().unwrap())
                 .unwrap();
             let lo = f.link("lo").unwrap().unwrap();
             f.set_up(lo.index).unwrap();
-            spawn_etcd(&fabric, &dir.path().join("etcd"))
-        });
+        }
+        let etcd =
+            (backend == Backend::Etcd).then(|| spawn_etcd(&fabric, &dir.path().join("etcd")));
+        let members = if backend == Backend::Etcd3 {
+            spawn_members(&fabric, dir.path())
+        } else {
+            Vec::new()
+        };
         let mut nodes = Vec::new();
         for i in 1..=n {
             let name = format!("node{i}");
@@ -122,22 +139,35 @@ impl Cluster {
             nodes,
             dir,
             etcd,
+            members,
         }
     }
 
     /// The datastore flags of the agent.
     pub fn store_args(&self) -> Vec<String> {
-        match self.etcd {
-            Some(_) => vec!["--etcd-endpoints".into(), ETCD_URL.into()],
-            None => vec!["--datastore".into(), self.store().display().to_string()],
+        match (&self.etcd, self.members.is_empty()) {
+            (Some(_), _) => vec!["--etcd-endpoints".into(), ETCD_URL.into()],
+            (None, false) => vec!["--etcd-endpoints".into(), ETCD3_URLS.join(",")],
+            (None, true) => vec!["--datastore".into(), self.store().display().to_string()],
         }
     }
 
     /// The datastore config for CNI calls.
     pub fn store_config(&self) -> serde_json::Value {
-        match self.etcd {
-            Some(_) => serde_json::json!({"type": "etcd", "endpoints": [ETCD_URL]}),
-            None => serde_json::json!({"type": "sqlite", "path": self.store()}),
+        match (&self.etcd, self.members.is_empty()) {
+            (Some(_), _) => serde_json::json!({"type": "etcd", "endpoints": [ETCD_URL]}),
+            (None, false) => {
+                serde_json::json!({"type": "etcd", "endpoints": ETCD3_URLS, "timeoutMs": 5000})
+            }
+            (None, true) => serde_json::json!({"type": "sqlite", "path": self.store()}),
+        }
+    }
+
+    /// Kills member `i` of the three-member etcd.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut m) = self.members[i].take() {
+            let _ = m.kill();
+            let _ = m.wait();
         }
     }
 
@@ -286,6 +316,64 @@ fn spawn_etcd(fabric: &OwnedNetns, data: &std::path::Path) -> Child {
     child
 }
 
+/// Three etcd members in the fabric namespace; waits until each answers.
+fn spawn_members(fabric: &OwnedNetns, dir: &std::path::Path) -> Vec<Option<Child>> {
+    let peers = [
+        "http://127.0.0.1:2380",
+        "http://127.0.0.1:22380",
+        "http://127.0.0.1:32380",
+    ];
+    let cluster: Vec<String> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("m{i}={p}"))
+        .collect();
+    let members = (0..3)
+        .map(|i| {
+            Some(
+                Command::new("nsenter")
+                    .arg(format!("--net={}", fabric.path()))
+                    .arg("etcd")
+                    .arg("--data-dir")
+                    .arg(dir.join(format!("m{i}")))
+                    .args([
+                        "--name",
+                        &format!("m{i}"),
+                        "--listen-client-urls",
+                        ETCD3_URLS[i],
+                        "--advertise-client-urls",
+                        ETCD3_URLS[i],
+                    ])
+                    .args([
+                        "--listen-peer-urls",
+                        peers[i],
+                        "--initial-advertise-peer-urls",
+                        peers[i],
+                    ])
+                    .args([
+                        "--initial-cluster",
+                        &cluster.join(","),
+                        "--initial-cluster-state",
+                        "new",
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start etcd (Debian package etcd-server)"),
+            )
+        })
+        .collect();
+    let ns: &podnet_netlink::Netns = fabric;
+    for url in ETCD3_URLS {
+        let addr = url.trim_start_matches("http://").to_string();
+        wait_for(Duration::from_secs(20), "an etcd member answers", || {
+            ns.run(|| std::net::TcpStream::connect(&addr).is_ok())
+                .unwrap()
+        });
+    }
+    members
+}
+
 impl Cluster {
     /// Stops the cluster's etcd (SIGKILL), as an outage would.
     pub fn stop_etcd(&mut self) {
@@ -310,6 +398,9 @@ impl Drop for Cluster {
         if let Some(mut e) = self.etcd.take() {
             let _ = e.kill();
             let _ = e.wait();
+        }
+        for i in 0..self.members.len() {
+            self.kill_member(i);
         }
     }
 }
