@@ -131,7 +131,17 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
 /// namespace whose `ens3` is a port of the bridge, with its address and a default route.
 fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     let fabric_path = LabState::netns_path(&format!("{}-fabric", lab.name));
+    let nodes = lab.scenario.nodes.clone();
+    // Record every namespace before making any, so a kill at any point leaves nothing `down`
+    // does not know about.
     lab.namespaces.push(fabric_path.clone());
+    for node in &nodes {
+        lab.namespaces.push(LabState::netns_path(&node.name));
+        lab.nodes.push(NodeState {
+            name: node.name.clone(),
+            agent: None,
+        });
+    }
     lab.save()?;
     let fabric = netns::create(&fabric_path)?;
     let mut f = fabric.run(Netlink::open)??;
@@ -144,19 +154,9 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     f.set_up(br.index)?;
     let lo = f.link("lo")?.context("lo")?;
     f.set_up(lo.index)?;
-    let nodes = lab.scenario.nodes.clone();
     let mut progress = Progress::new("nodes", nodes.len());
     for (i, node) in nodes.iter().enumerate() {
-        let path = LabState::netns_path(&node.name);
-        lab.namespaces.push(path.clone());
-        lab.nodes.push(NodeState {
-            name: node.name.clone(),
-            agent: None,
-        });
-        if i % 16 == 0 {
-            lab.save()?;
-        }
-        let ns = netns::create(&path)?;
+        let ns = netns::create(LabState::netns_path(&node.name))?;
         let port = format!("n{i}");
         f.add_veth(&VethSpec {
             name: &port,
@@ -184,7 +184,7 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
         )?;
         progress.step();
     }
-    lab.save()
+    Ok(())
 }
 
 /// The agents' datastore flags.
