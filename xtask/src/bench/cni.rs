@@ -2,17 +2,16 @@
 //! namespaces in the same run: per-pod ADD and DEL, one at a time (alternating plugins) and 8
 //! at a time, plus the kernel's own cost of deleting a veth, which bounds any DEL.
 
+use super::call;
 use super::stats::{ms, Stats};
 use crate::deps::{self, CNI_PLUGINS};
 use crate::sh::{self, cargo, execute};
 use anyhow::{bail, Context, Result};
 use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{Netlink, Netns, RouteSpec, VethSpec};
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
@@ -37,16 +36,7 @@ impl Plugin {
     /// Runs the plugin inside `node` (entered in the child before exec, so no extra process).
     fn exec(&self, node: &Netns, verb: &str, container: &str, pod: &Netns) -> Result<Duration> {
         let fd = node.fd().as_raw_fd();
-        let mut cmd = Command::new(&self.binary);
-        cmd.env_clear()
-            .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut cmd = call::command(&self.binary, verb, container, pod.path());
         // SAFETY: setns is async-signal-safe; the fd stays open for the parent's whole call.
         unsafe {
             cmd.pre_exec(move || {
@@ -56,26 +46,11 @@ impl Plugin {
                 Ok(())
             });
         }
-        let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("start {}", self.binary.display()))?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(self.config.as_bytes())?;
-        let out = child.wait_with_output()?;
-        let took = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "{} {verb} {container}: {}{}",
-                self.name,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(took)
+        call::timed(
+            cmd,
+            &self.config,
+            &format!("{} {verb} {container}", self.name),
+        )
     }
 }
 

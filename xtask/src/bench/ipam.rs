@@ -2,14 +2,14 @@
 //! runtime does (ADD then DEL per attachment, alternating plugins every round), plus podnet's
 //! in-process allocate+release throughput.
 
+use super::call;
 use super::stats::{ms, Stats};
 use crate::deps::{self, CNI_PLUGINS};
 use crate::sh::{self, cargo, execute, output};
-use anyhow::{bail, Context, Result};
-use std::io::Write;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,34 +31,12 @@ struct Plugin {
 
 impl Plugin {
     fn exec(&self, command: &str, container: &str) -> Result<Duration> {
-        let start = Instant::now();
-        let mut child = Command::new(&self.binary)
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", "/var/run/netns/bench")
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("start {}", self.binary.display()))?;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(self.config.as_bytes())?;
-        let out = child.wait_with_output()?;
-        let took = start.elapsed();
-        if !out.status.success() {
-            bail!(
-                "{} {command} {container} failed: {}{}",
-                self.name,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(took)
+        let cmd = call::command(&self.binary, command, container, "/var/run/netns/bench");
+        call::timed(
+            cmd,
+            &self.config,
+            &format!("{} {command} {container}", self.name),
+        )
     }
 
     /// The cost of starting the binary at all: VERSION touches no state.

@@ -2,6 +2,7 @@
 //! the figures are ratios on the same machine at the same moment.
 
 mod agent;
+mod call;
 mod cni;
 mod etcd;
 mod ipam;
