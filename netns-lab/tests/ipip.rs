@@ -3,28 +3,11 @@
 //! `cargo xtask vm` (a Debian kernel under qemu). Test names start with `ipip_` for that.
 
 use serial_test::serial;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-const LAB: &str = env!("CARGO_BIN_EXE_podnet-lab");
-
-fn lab(args: &[&str]) -> Output {
-    Command::new(LAB)
-        .args(args)
-        .output()
-        .expect("run podnet-lab")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = lab(args);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "podnet-lab {args:?}:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
+mod common;
+use common::{lab, ok, LAB};
 
 /// Brings the seed up with IPIP, runs `f`, always brings it down.
 fn with_seed(f: impl FnOnce() + std::panic::UnwindSafe) {

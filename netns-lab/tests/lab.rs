@@ -4,28 +4,11 @@
 
 use podnet_netlink::Netlink;
 use serial_test::serial;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
-const LAB: &str = env!("CARGO_BIN_EXE_podnet-lab");
-
-fn lab(args: &[&str]) -> Output {
-    Command::new(LAB)
-        .args(args)
-        .output()
-        .expect("run podnet-lab")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = lab(args);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "podnet-lab {args:?} failed:\n{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text
-}
+mod common;
+use common::{lab, ok, LAB};
 
 /// The host namespace's interfaces, addresses, routes and forwarding sysctls.
 fn host_snapshot() -> String {
