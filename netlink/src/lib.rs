@@ -18,6 +18,7 @@ pub mod netns;
 mod route;
 mod socket;
 pub mod sysctl;
+mod uplink;
 
 pub use addr::Address;
 pub use link::{Link, VethSpec, VxlanSpec};
@@ -26,6 +27,7 @@ pub use neigh::Neighbour;
 pub use netns::Netns;
 pub use route::{Route, RouteKind, RouteSpec, AGENT_ROUTE_PROTOCOL, ROUTE_PROTOCOL};
 pub use socket::Netlink;
+pub use uplink::Uplink;
 
 pub use rtnetlink::packet_route;
 

@@ -9,7 +9,7 @@ use crate::state::{self, ContainerState, LabState, NodeState, PodState};
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use podnet_netlink::netns::{self, Netns};
-use podnet_netlink::{Netlink, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, Uplink, AGENT_ROUTE_PROTOCOL};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -157,30 +157,15 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     let mut progress = Progress::new("nodes", nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         let ns = netns::create(LabState::netns_path(&node.name))?;
-        let port = format!("n{i}");
-        f.add_veth(&VethSpec {
-            name: &port,
-            mac: None,
-            mtu: 1500,
-            alias: None,
-            peer_name: "ens3",
-            peer_netns: Some(ns.fd()),
-        })?;
-        let p = f.link(&port)?.context("fabric port vanished")?;
-        f.set_controller(p.index, br.index)?;
-        f.set_up(p.index)?;
-        let mut nl = ns.run(Netlink::open)??;
-        let lo = nl.link("lo")?.context("lo")?;
-        nl.set_up(lo.index)?;
-        let ens3 = nl.link("ens3")?.context("ens3 vanished")?;
-        nl.add_address(
-            ens3.index,
-            Ipv4Net::new(node.ip, lab.scenario.fabric.prefix_len())?,
-        )?;
-        nl.set_up(ens3.index)?;
-        nl.add_route(
-            &RouteSpec::default_via(lab.scenario.gateway, ens3.index, false),
-            false,
+        f.plug_node(
+            br.index,
+            &ns,
+            &Uplink {
+                port: &format!("n{i}"),
+                addr: Ipv4Net::new(node.ip, lab.scenario.fabric.prefix_len())?,
+                gateway: lab.scenario.gateway,
+                onlink: false,
+            },
         )?;
         progress.step();
     }

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use podnet_netlink::netns::OwnedNetns;
-use podnet_netlink::{Netlink, Route, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, Route, Uplink, AGENT_ROUTE_PROTOCOL};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -96,30 +96,16 @@ impl Cluster {
         for i in 1..=n {
             let name = format!("node{i}");
             let ns = OwnedNetns::named(&format!("{tag}-{name}")).unwrap();
-            let port = format!("p{i}");
-            f.add_veth(&VethSpec {
-                name: &port,
-                mac: None,
-                mtu: 1500,
-                alias: None,
-                peer_name: "ens3",
-                peer_netns: Some(ns.fd()),
-            })
-            .unwrap();
-            let p = f.link(&port).unwrap().unwrap();
-            f.set_controller(p.index, br.index).unwrap();
-            f.set_up(p.index).unwrap();
-            let mut nl = ns.run(Netlink::open).unwrap().unwrap();
-            let ens3 = nl.link("ens3").unwrap().unwrap();
-            let lo = nl.link("lo").unwrap().unwrap();
-            nl.set_up(lo.index).unwrap();
-            nl.set_up(ens3.index).unwrap();
             let ip = format!("192.168.110.{}", 100 + i);
-            nl.add_address(ens3.index, format!("{ip}/16").parse().unwrap())
-                .unwrap();
-            nl.add_route(
-                &RouteSpec::default_via("192.168.0.1".parse().unwrap(), ens3.index, true),
-                false,
+            f.plug_node(
+                br.index,
+                &ns,
+                &Uplink {
+                    port: &format!("p{i}"),
+                    addr: format!("{ip}/16").parse().unwrap(),
+                    gateway: "192.168.0.1".parse().unwrap(),
+                    onlink: true,
+                },
             )
             .unwrap();
             let state = dir.path().join(&name);

@@ -9,9 +9,7 @@ use anyhow::{bail, Context, Result};
 use podnet_ipam::store::Txn;
 use podnet_ipam::{Datastore, DatastoreConfig, Ipam, PoolSpec};
 use podnet_netlink::netns::OwnedNetns;
-use podnet_netlink::{
-    Netlink, RouteEvent, RouteMonitor, RouteSpec, VethSpec, AGENT_ROUTE_PROTOCOL,
-};
+use podnet_netlink::{Netlink, RouteEvent, RouteMonitor, Uplink, AGENT_ROUTE_PROTOCOL};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -98,27 +96,15 @@ fn build(n: usize, tag: &str, agent: &Path, work: &Path, backend: Backend) -> Re
     let mut agents = Vec::new();
     for i in 0..n {
         let ns = OwnedNetns::named(&format!("{tag}-n{i}"))?;
-        let port = format!("p{i}");
-        f.add_veth(&VethSpec {
-            name: &port,
-            mac: None,
-            mtu: 1500,
-            alias: None,
-            peer_name: "ens3",
-            peer_netns: Some(ns.fd()),
-        })?;
-        let p = f.link(&port)?.context("port")?;
-        f.set_controller(p.index, br.index)?;
-        f.set_up(p.index)?;
-        let mut nl = ns.run(Netlink::open)??;
-        let ens3 = nl.link("ens3")?.context("ens3")?;
-        let lo = nl.link("lo")?.context("lo")?;
-        nl.set_up(lo.index)?;
-        nl.set_up(ens3.index)?;
-        nl.add_address(ens3.index, ipnet::Ipv4Net::new(node_ip(i), 16)?)?;
-        nl.add_route(
-            &RouteSpec::default_via(Ipv4Addr::new(192, 168, 0, 254), ens3.index, true),
-            false,
+        f.plug_node(
+            br.index,
+            &ns,
+            &Uplink {
+                port: &format!("p{i}"),
+                addr: ipnet::Ipv4Net::new(node_ip(i), 16)?,
+                gateway: Ipv4Addr::new(192, 168, 0, 254),
+                onlink: true,
+            },
         )?;
         let child = Command::new("nsenter")
             .arg(format!("--net={}", ns.path()))
