@@ -6,6 +6,7 @@ mod common;
 
 use common::pool;
 use podnet_ipam::store::config::TlsConfig;
+use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_ipam::{pod_handle, DatastoreConfig, Ipam};
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
@@ -57,28 +58,16 @@ fn allocations_go_on_when_one_of_three_members_dies() {
             let client = format!("http://127.0.0.1:{c}");
             let peer = format!("http://127.0.0.1:{p}");
             let child = Command::new("etcd")
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("m{i}")))
-                .args([
-                    "--name",
-                    &format!("m{i}"),
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .args([
-                    "--initial-cluster",
-                    &cluster.join(","),
-                    "--initial-cluster-state",
-                    "new",
-                ])
+                .args(
+                    EtcdMember {
+                        name: &format!("m{i}"),
+                        data_dir: &dir.path().join(format!("m{i}")),
+                        client_url: &client,
+                        peer_url: &peer,
+                        cluster: Some(&cluster.join(",")),
+                    }
+                    .args(),
+                )
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -185,24 +174,16 @@ fn tls_with_client_certificates_works_and_a_wrong_ca_is_refused() {
     let peer = format!("http://127.0.0.1:{p}");
     let _etcd = Member {
         child: Command::new("etcd")
-            .arg("--data-dir")
-            .arg(data.path())
-            .args([
-                "--name",
-                "tls",
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("tls={peer}"),
-            ])
+            .args(
+                EtcdMember {
+                    name: "tls",
+                    data_dir: data.path(),
+                    client_url: &client,
+                    peer_url: &peer,
+                    cluster: None,
+                }
+                .args(),
+            )
             .arg("--cert-file")
             .arg(pki.path("server.pem"))
             .arg("--key-file")

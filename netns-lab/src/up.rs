@@ -8,6 +8,7 @@ use crate::scenario::{Encap, Scenario};
 use crate::state::{self, ContainerState, LabState, NodeState, PodState};
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
+use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_netlink::netns::{self, Netns};
 use podnet_netlink::{Netlink, Uplink, AGENT_ROUTE_PROTOCOL};
 use std::process::Command;
@@ -183,28 +184,16 @@ fn store_flags(lab: &LabState) -> Vec<String> {
 /// An etcd in the fabric namespace on the gateway address, where every node reaches it.
 fn start_etcd(lab: &mut LabState) -> Result<()> {
     let url = lab.etcd_url();
+    let data = lab.dir().join("etcd");
+    let member = EtcdMember {
+        name: &lab.name,
+        data_dir: &data,
+        client_url: &url,
+        peer_url: "http://127.0.0.1:2380",
+        cluster: None,
+    };
     let mut cmd = Command::new("etcd");
-    cmd.arg("--data-dir")
-        .arg(lab.dir().join("etcd"))
-        .args([
-            "--name",
-            &lab.name,
-            "--listen-client-urls",
-            &url,
-            "--advertise-client-urls",
-            &url,
-        ])
-        .args([
-            "--listen-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-        ])
-        .args([
-            "--initial-cluster",
-            &format!("{}=http://127.0.0.1:2380", lab.name),
-        ])
-        .env("PODNET_LAB", &lab.name);
+    cmd.args(member.args()).env("PODNET_LAB", &lab.name);
     let fabric = LabState::netns_path(&lab.fabric());
     let p = procs::spawn_daemon(
         cmd,

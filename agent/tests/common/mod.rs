@@ -3,6 +3,7 @@
 //! processes started and killed per node.
 #![allow(dead_code)]
 
+use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{Netlink, Route, Uplink, AGENT_ROUTE_PROTOCOL};
 use std::path::PathBuf;
@@ -268,32 +269,30 @@ impl Cluster {
     }
 }
 
-/// etcd inside the fabric namespace on 192.168.0.1:2379, data in `data`; waits until it answers.
-fn spawn_etcd(fabric: &OwnedNetns, data: &std::path::Path) -> Child {
-    let child = Command::new("nsenter")
+/// Starts `member` inside the fabric namespace.
+fn etcd_in(fabric: &OwnedNetns, member: &EtcdMember<'_>) -> Child {
+    Command::new("nsenter")
         .arg(format!("--net={}", fabric.path()))
         .arg("etcd")
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--name",
-            "lab",
-            "--listen-client-urls",
-            ETCD_URL,
-            "--advertise-client-urls",
-            ETCD_URL,
-        ])
-        .args([
-            "--listen-peer-urls",
-            "http://127.0.0.1:2380",
-            "--initial-advertise-peer-urls",
-            "http://127.0.0.1:2380",
-        ])
-        .args(["--initial-cluster", "lab=http://127.0.0.1:2380"])
+        .args(member.args())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("start etcd (Debian package etcd-server)");
+        .expect("start etcd (Debian package etcd-server)")
+}
+
+/// etcd inside the fabric namespace on 192.168.0.1:2379, data in `data`; waits until it answers.
+fn spawn_etcd(fabric: &OwnedNetns, data: &std::path::Path) -> Child {
+    let child = etcd_in(
+        fabric,
+        &EtcdMember {
+            name: "lab",
+            data_dir: data,
+            client_url: ETCD_URL,
+            peer_url: "http://127.0.0.1:2380",
+            cluster: None,
+        },
+    );
     let ns: &podnet_netlink::Netns = fabric;
     wait_for(Duration::from_secs(20), "etcd answers", || {
         ns.run(|| std::net::TcpStream::connect("192.168.0.1:2379").is_ok())
@@ -316,37 +315,16 @@ fn spawn_members(fabric: &OwnedNetns, dir: &std::path::Path) -> Vec<Option<Child
         .collect();
     let members = (0..3)
         .map(|i| {
-            Some(
-                Command::new("nsenter")
-                    .arg(format!("--net={}", fabric.path()))
-                    .arg("etcd")
-                    .arg("--data-dir")
-                    .arg(dir.join(format!("m{i}")))
-                    .args([
-                        "--name",
-                        &format!("m{i}"),
-                        "--listen-client-urls",
-                        ETCD3_URLS[i],
-                        "--advertise-client-urls",
-                        ETCD3_URLS[i],
-                    ])
-                    .args([
-                        "--listen-peer-urls",
-                        peers[i],
-                        "--initial-advertise-peer-urls",
-                        peers[i],
-                    ])
-                    .args([
-                        "--initial-cluster",
-                        &cluster.join(","),
-                        "--initial-cluster-state",
-                        "new",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start etcd (Debian package etcd-server)"),
-            )
+            Some(etcd_in(
+                fabric,
+                &EtcdMember {
+                    name: &format!("m{i}"),
+                    data_dir: &dir.join(format!("m{i}")),
+                    client_url: ETCD3_URLS[i],
+                    peer_url: peers[i],
+                    cluster: Some(&cluster.join(",")),
+                },
+            ))
         })
         .collect();
     let ns: &podnet_netlink::Netns = fabric;

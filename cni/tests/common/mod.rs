@@ -2,6 +2,7 @@
 //! result through netlink (not through the plugin's own answer).
 #![allow(dead_code)]
 
+use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{Link, Netlink, Netns, Route, RouteSpec, VethSpec};
 use serde_json::{json, Value};
@@ -118,23 +119,16 @@ impl Node {
         let child = Command::new("nsenter")
             .arg(format!("--net={}", self.path()))
             .arg("etcd")
-            .arg("--data-dir")
-            .arg(self.dir.path().join("etcd"))
-            .args([
-                "--name",
-                "node",
-                "--listen-client-urls",
-                ETCD_URL,
-                "--advertise-client-urls",
-                ETCD_URL,
-            ])
-            .args([
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-            ])
-            .args(["--initial-cluster", "node=http://127.0.0.1:2380"])
+            .args(
+                EtcdMember {
+                    name: "node",
+                    data_dir: &self.dir.path().join("etcd"),
+                    client_url: ETCD_URL,
+                    peer_url: "http://127.0.0.1:2380",
+                    cluster: None,
+                }
+                .args(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

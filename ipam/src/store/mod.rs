@@ -15,6 +15,7 @@ mod busy;
 pub mod config;
 #[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod etcd_member;
 pub mod sqlite;
 mod update;
 

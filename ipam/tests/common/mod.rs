@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use ipnet::Ipv4Net;
+use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_ipam::store::sqlite::{Options, SqliteStore};
 use podnet_ipam::PoolSpec;
 use std::collections::BTreeMap;
@@ -176,23 +177,16 @@ impl Etcd {
             });
         }
         let child = cmd
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args([
-                "--name",
-                "test",
-                "--listen-client-urls",
-                &endpoint,
-                "--advertise-client-urls",
-                &endpoint,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer_url,
-                "--initial-advertise-peer-urls",
-                &peer_url,
-            ])
-            .args(["--initial-cluster", &format!("test={peer_url}")])
+            .args(
+                EtcdMember {
+                    name: "test",
+                    data_dir: dir.path(),
+                    client_url: &endpoint,
+                    peer_url: &peer_url,
+                    cluster: None,
+                }
+                .args(),
+            )
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -1,6 +1,7 @@
 //! A throwaway etcd for benchmarks: on loopback, or inside a namespace on a given address.
 
 use anyhow::{bail, Context, Result};
+use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_netlink::Netns;
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
@@ -19,25 +20,15 @@ impl Etcd {
         let dir = tempfile::tempdir()?;
         let url = format!("http://{ip}:{port}");
         let peer = format!("http://127.0.0.1:{}", port + 1);
+        let member = EtcdMember {
+            name: "bench",
+            data_dir: dir.path(),
+            client_url: &url,
+            peer_url: &peer,
+            cluster: None,
+        };
         let mut cmd = Command::new("etcd");
-        cmd.arg("--data-dir")
-            .arg(dir.path())
-            .args([
-                "--name",
-                "bench",
-                "--listen-client-urls",
-                &url,
-                "--advertise-client-urls",
-                &url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-                "--initial-cluster",
-                &format!("bench={peer}"),
-            ])
+        cmd.args(member.args())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(ns) = netns {
