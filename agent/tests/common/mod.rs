@@ -169,6 +169,15 @@ impl Cluster {
         self.fabric.run(move || f(&*conf.open().unwrap())).unwrap()
     }
 
+    /// Whether the datastore answers now (opens and reports its revision).
+    pub fn store_answers(&self) -> bool {
+        let conf: podnet_ipam::DatastoreConfig =
+            serde_json::from_value(self.store_config()).unwrap();
+        self.fabric
+            .run(move || conf.open().and_then(|s| s.revision()).is_ok())
+            .unwrap()
+    }
+
     pub fn store(&self) -> PathBuf {
         self.dir.path().join("store.db")
     }
