@@ -74,6 +74,28 @@ impl Netns {
         })
     }
 
+    /// Makes the process `cmd` spawns join this namespace between fork and exec, with no
+    /// helper process and the parent left where it is. `cmd` keeps its own handle on the
+    /// namespace, so this one may be dropped before the spawn.
+    pub fn enter_on_exec(&self, cmd: &mut std::process::Command) -> Result<()> {
+        use std::os::unix::process::CommandExt;
+        let ns = self.file.try_clone().map_err(Error::io(format!(
+            "duplicate the handle on network namespace {}",
+            self.path
+        )))?;
+        // SAFETY: setns is async-signal-safe, and `ns` lives as long as `cmd`.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// True if both handles name the same namespace.
     pub fn same_as(&self, other: &Netns) -> Result<bool> {
         use std::os::unix::fs::MetadataExt;

@@ -168,6 +168,28 @@ fn namespaces_are_checked_and_removed() {
 
 #[test]
 #[ignore = "needs root"]
+fn a_spawned_child_joins_the_namespace_and_the_parent_stays() {
+    use std::os::unix::fs::MetadataExt;
+    let owned = ns("exec");
+    let inode = std::fs::metadata(owned.path()).unwrap().ino();
+    let mut cmd = std::process::Command::new("readlink");
+    cmd.arg("/proc/self/ns/net");
+    // A handle dropped before the spawn: the command keeps its own.
+    Netns::open(owned.path())
+        .unwrap()
+        .enter_on_exec(&mut cmd)
+        .unwrap();
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("net:[{inode}]")
+    );
+    assert!(!Netns::current().unwrap().same_as(&owned).unwrap());
+}
+
+#[test]
+#[ignore = "needs root"]
 fn bridge_vxlan_neighbours_and_route_events() {
     use podnet_netlink::{Neighbour, RouteEvent, RouteMonitor, VxlanSpec};
     let a = ns("vx");

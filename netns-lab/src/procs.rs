@@ -1,13 +1,14 @@
 //! Starting processes inside the lab's namespaces and stopping them again.
 //!
-//! A child enters its namespaces between fork and exec (`pre_exec`: `setns`, for containers
-//! also a new UTS namespace with the pod's hostname) and starts its own session, so it outlives
-//! `podnet-lab up`. Processes are remembered by pid and start time.
+//! Between fork and exec a child joins its network namespace (`Netns::enter_on_exec`), for
+//! containers also a UTS namespace (the pod's first container's, or a new one with the pod's
+//! hostname), and starts its own session, so it outlives `podnet-lab up`. Processes are remembered by pid and start time.
 
 use crate::state::Proc;
 use anyhow::{Context, Result};
+use podnet_netlink::Netns;
 use std::fs::File;
-use std::os::fd::IntoRawFd;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -26,28 +27,24 @@ pub struct Placement<'a> {
 
 /// Prepares `cmd` to run as placed. The namespace files are opened now, in the parent.
 pub fn place(cmd: &mut Command, p: &Placement<'_>) -> Result<()> {
-    let net = File::open(p.netns)
-        .with_context(|| format!("open network namespace {}", p.netns))?
-        .into_raw_fd();
+    Netns::open(p.netns)
+        .and_then(|ns| ns.enter_on_exec(cmd))
+        .with_context(|| format!("enter network namespace {}", p.netns))?;
     let uts = match p.uts_of {
         Some(pid) => Some(
             File::open(format!("/proc/{pid}/ns/uts"))
-                .with_context(|| format!("open the UTS namespace of {pid}"))?
-                .into_raw_fd(),
+                .with_context(|| format!("open the UTS namespace of {pid}"))?,
         ),
         None => None,
     };
     let hostname = p.hostname.map(|h| h.to_string());
     let detach = p.detach;
     // SAFETY: only async-signal-safe calls (setns, unshare, sethostname, setsid) between fork
-    // and exec; the fds were opened before fork.
+    // and exec; the UTS namespace file was opened before fork and lives as long as `cmd`.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(net, libc::CLONE_NEWNET) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(fd) = uts {
-                if libc::setns(fd, libc::CLONE_NEWUTS) != 0 {
+            if let Some(f) = &uts {
+                if libc::setns(f.as_raw_fd(), libc::CLONE_NEWUTS) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             } else if let Some(h) = &hostname {
