@@ -3,7 +3,7 @@
 //! route is in every other node's kernel (each node's route events are watched from inside
 //! its namespace), and read the agents' resident memory.
 
-use super::stats::{ms, Stats};
+use super::stats::{ms, verdict, Stats};
 use crate::sh::{self, cargo, execute};
 use anyhow::{bail, Context, Result};
 use podnet_ipam::store::Txn;
@@ -11,8 +11,6 @@ use podnet_ipam::{Datastore, DatastoreConfig, Ipam, PoolSpec};
 use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{Netlink, RouteEvent, RouteMonitor, Uplink, AGENT_ROUTE_PROTOCOL};
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -239,7 +237,7 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "N=100 on etcd: all-nodes p99 {} (target <= 100 ms with etcd watch: {})",
             ms(all.p99()),
-            if ok { "met" } else { "MISSED" }
+            verdict(ok)
         );
     }
     if let Some((_, _, per, all, _, max)) = summary
@@ -250,14 +248,14 @@ pub fn run(args: Args) -> Result<()> {
         println!(
             "N=100: all-nodes p99 {} (target <= 200 ms: {}); per-node p99 {}",
             ms(all.p99()),
-            if ok { "met" } else { "MISSED" },
+            verdict(ok),
             ms(per.p99())
         );
         let ok = *max <= 15 * 1024;
         println!(
             "N=100: max agent RSS {:.1} MiB (target <= 15 MiB: {})",
             *max as f64 / 1024.0,
-            if ok { "met" } else { "MISSED" }
+            verdict(ok)
         );
     }
     Ok(())
@@ -281,7 +279,6 @@ fn wait_registered_with(count: impl Fn() -> Result<usize>, n: usize) -> Result<(
 /// Registered nodes on etcd, counted by the agent's `node list` run in the fabric namespace.
 fn count_nodes_etcd(fabric: &OwnedNetns) -> Result<usize> {
     let agent = sh::root().join("target/release/podnet-agent");
-    let fd = fabric.fd().as_raw_fd();
     let mut cmd = Command::new(agent);
     cmd.args([
         "node",
@@ -289,16 +286,7 @@ fn count_nodes_etcd(fabric: &OwnedNetns) -> Result<usize> {
         "--etcd-endpoints",
         &format!("http://{ETCD_IP}:2379"),
     ]);
-    // SAFETY: setns is async-signal-safe; the fd outlives the spawn.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    fabric.enter_on_exec(&mut cmd)?;
     Ok(crate::sh::output(&mut cmd)?.lines().count())
 }
 
@@ -396,19 +384,9 @@ fn register_etcd(
     name: &str,
     ip: Ipv4Addr,
 ) -> Result<(ipnet::Ipv4Net, SystemTime)> {
-    let fd = fabric.fd().as_raw_fd();
     let mut cmd = Command::new(helper);
     cmd.args([conf, POOL, name, &ip.to_string()]);
-    // SAFETY: setns is async-signal-safe; the fd outlives the spawn.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    fabric.enter_on_exec(&mut cmd)?;
     let out = crate::sh::output(&mut cmd)?;
     let (block, nanos) = out
         .trim()

@@ -3,14 +3,12 @@
 //! at a time, plus the kernel's own cost of deleting a veth, which bounds any DEL.
 
 use super::call;
-use super::stats::{ms, Stats};
+use super::stats::{ms, verdict, Stats};
 use crate::deps::{self, CNI_PLUGINS};
 use crate::sh::{self, cargo, execute};
 use anyhow::{bail, Context, Result};
 use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{Netlink, Netns, RouteSpec, VethSpec};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,17 +33,8 @@ struct Plugin {
 impl Plugin {
     /// Runs the plugin inside `node` (entered in the child before exec, so no extra process).
     fn exec(&self, node: &Netns, verb: &str, container: &str, pod: &Netns) -> Result<Duration> {
-        let fd = node.fd().as_raw_fd();
         let mut cmd = call::command(&self.binary, verb, container, pod.path());
-        // SAFETY: setns is async-signal-safe; the fd stays open for the parent's whole call.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        node.enter_on_exec(&mut cmd)?;
         call::timed(
             cmd,
             &self.config,
@@ -79,6 +68,7 @@ fn make_node(name: &str) -> Result<OwnedNetns> {
     Ok(ns)
 }
 
+#[derive(Default)]
 struct Sequential {
     add: Vec<Duration>,
     del: Vec<Duration>,
@@ -121,16 +111,7 @@ pub fn run(args: Args) -> Result<()> {
     };
 
     eprintln!("one at a time: {} pods per plugin, alternating", args.pods);
-    let mut seq = [
-        Sequential {
-            add: vec![],
-            del: vec![],
-        },
-        Sequential {
-            add: vec![],
-            del: vec![],
-        },
-    ];
+    let mut seq: [Sequential; 2] = Default::default();
     let pods: Vec<OwnedNetns> = (0..args.pods)
         .map(|i| OwnedNetns::named(&format!("pnbench{tag}-s{i}")))
         .collect::<Result<_, _>>()?;
@@ -138,28 +119,19 @@ pub fn run(args: Args) -> Result<()> {
         .map(|i| OwnedNetns::named(&format!("pnbench{tag}-t{i}")))
         .collect::<Result<_, _>>()?;
     let order = |i: usize| if i.is_multiple_of(2) { [0, 1] } else { [1, 0] };
-    for i in 0..args.pods {
-        for which in order(i) {
-            let (plugin, node, pod) = if which == 0 {
-                (&podnet, &podnet_node, &pods[i])
-            } else {
-                (&ptp, &ptp_node, &pods2[i])
-            };
-            seq[which]
-                .add
-                .push(plugin.exec(node, "ADD", &format!("s{i}"), pod)?);
-        }
-    }
-    for i in 0..args.pods {
-        for which in order(i) {
-            let (plugin, node, pod) = if which == 0 {
-                (&podnet, &podnet_node, &pods[i])
-            } else {
-                (&ptp, &ptp_node, &pods2[i])
-            };
-            seq[which]
-                .del
-                .push(plugin.exec(node, "DEL", &format!("s{i}"), pod)?);
+    let runs = [(&podnet, &podnet_node, &pods), (&ptp, &ptp_node, &pods2)];
+    for verb in ["ADD", "DEL"] {
+        for i in 0..args.pods {
+            for which in order(i) {
+                let (plugin, node, pods) = runs[which];
+                let took = plugin.exec(node, verb, &format!("s{i}"), &pods[i])?;
+                let times = &mut seq[which];
+                if verb == "ADD" {
+                    times.add.push(took);
+                } else {
+                    times.del.push(took);
+                }
+            }
         }
     }
     drop(pods);
@@ -290,14 +262,6 @@ fn bare_veth_delete(node: &Netns, tag: u32, n: usize) -> Result<Stats> {
         samples.push(start.elapsed());
     }
     Ok(Stats::new(samples))
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
 }
 
 fn podnet_config(work: &Path) -> String {

@@ -3,8 +3,6 @@
 use anyhow::{bail, Context, Result};
 use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_netlink::Netns;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,17 +30,7 @@ impl Etcd {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         if let Some(ns) = netns {
-            let fd = ns.fd().as_raw_fd();
-            // SAFETY: setns is async-signal-safe; the fd outlives the spawn.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            ns.enter_on_exec(&mut cmd)?;
         }
         let child = cmd
             .spawn()

@@ -3,7 +3,7 @@
 //! in-process allocate+release throughput.
 
 use super::call;
-use super::stats::{ms, Stats};
+use super::stats::{ms, verdict, Stats};
 use crate::deps::{self, CNI_PLUGINS};
 use crate::sh::{self, cargo, execute, output};
 use anyhow::{Context, Result};
@@ -185,14 +185,6 @@ pub fn run(args: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
 }
 
 fn podnet_config(work: &Path) -> String {

@@ -3,13 +3,11 @@
 //! 100 bare hosts (`mn --switch lxbr --controller none --topo single,100 --test none`), run
 //! inside a namespace of its own so the host's stays untouched.
 
-use super::stats::Stats;
+use super::stats::{verdict, Stats};
 use crate::deps::{self, Package};
 use crate::sh::{self, cargo, execute};
 use anyhow::{bail, Context, Result};
 use podnet_netlink::netns::OwnedNetns;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -143,11 +141,7 @@ pub fn run(args: Args) -> Result<()> {
         secs(t.median()),
         secs(d.median()),
         secs(all.median()),
-        if all.median() < Duration::from_secs(2) {
-            "met"
-        } else {
-            "MISSED"
-        }
+        verdict(all.median() < Duration::from_secs(2))
     );
     println!(
         "\n== {} nodes, {} pods ==",
@@ -168,7 +162,7 @@ pub fn run(args: Args) -> Result<()> {
     let ratio = (big_up + big_down).as_secs_f64() / mn.as_secs_f64();
     println!(
         "ratio podnet-lab (up+down) / Mininet: {ratio:.2}x (target < 1.0: {})",
-        if ratio < 1.0 { "met" } else { "MISSED" }
+        verdict(ratio < 1.0)
     );
     Ok(())
 }
@@ -176,7 +170,6 @@ pub fn run(args: Args) -> Result<()> {
 /// Mininet's up and down of `n` hosts on one Linux bridge, inside a namespace of its own.
 fn mininet(n: usize) -> Result<Duration> {
     let ns = OwnedNetns::named(&format!("pnbench{}-mininet", std::process::id()))?;
-    let fd = ns.fd().as_raw_fd();
     let mut cmd = Command::new("mn");
     cmd.args([
         "--switch",
@@ -190,16 +183,7 @@ fn mininet(n: usize) -> Result<Duration> {
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    // SAFETY: setns is async-signal-safe; the fd outlives the call.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
-    }
+    ns.enter_on_exec(&mut cmd)?;
     let start = Instant::now();
     let out = cmd.output().context("run mn")?;
     let took = start.elapsed();

@@ -1,4 +1,4 @@
-//! Medians and percentiles of timings.
+//! Medians and percentiles of timings, and the word for a target met or missed.
 
 use std::time::Duration;
 
@@ -29,6 +29,15 @@ impl Stats {
 
 pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// How a figure stands against its target, in the words the closing notes use.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
 }
 
 #[cfg(test)]
