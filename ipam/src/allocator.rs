@@ -28,6 +28,18 @@ pub fn tunnel_handle(node: &str) -> String {
 
 const POD_HANDLE_PREFIX: &str = "podnet.";
 
+/// The pod handles held in `store`, any pool and any node, in key order (tunnel handles left
+/// out).
+pub fn pod_handles(store: &dyn Datastore) -> Result<Vec<String>, Error> {
+    Ok(store
+        .list(keys::HANDLES)?
+        .kvs
+        .into_iter()
+        .filter_map(|kv| kv.key.strip_prefix(keys::HANDLES).map(str::to_string))
+        .filter(|h| h.starts_with(POD_HANDLE_PREFIX))
+        .collect())
+}
+
 /// What a GC pass did: the handles it released and the ones it could not.
 #[derive(Debug, Default)]
 pub struct GcReport {

@@ -19,7 +19,7 @@ pub mod plugin;
 pub mod pool;
 pub mod store;
 
-pub use allocator::{pod_handle, tunnel_handle, GcReport, Ipam};
+pub use allocator::{pod_handle, pod_handles, tunnel_handle, GcReport, Ipam};
 pub use pool::PoolSpec;
 pub use store::{Datastore, DatastoreConfig, StoreError};
 

@@ -6,7 +6,9 @@ mod common;
 
 use common::{net, pool, seed_pool};
 use podnet_ipam::store::Optimistic;
-use podnet_ipam::{inspect, pod_handle, tunnel_handle, Datastore, Error, Ipam, PoolSpec};
+use podnet_ipam::{
+    inspect, pod_handle, pod_handles, tunnel_handle, Datastore, Error, Ipam, PoolSpec,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::net::Ipv4Addr;
 
@@ -222,6 +224,15 @@ fn gc_frees_only_this_nodes_invalid_pod_handles(s: &dyn Datastore) {
         .lookup(&pod_handle("other-pool", "eth0"))
         .unwrap()
         .is_some());
+    // What is left, every pool and node, tunnels not counted.
+    assert_eq!(
+        pod_handles(s).unwrap(),
+        [
+            pod_handle("elsewhere", "eth0"),
+            pod_handle("keep", "eth0"),
+            pod_handle("other-pool", "eth0")
+        ]
+    );
 }
 
 fn conflicting_pool_configs_are_refused(s: &dyn Datastore) {

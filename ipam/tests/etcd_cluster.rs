@@ -4,21 +4,13 @@
 
 mod common;
 
-use common::pool;
+use common::{free_port, pool};
 use podnet_ipam::store::config::TlsConfig;
 use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_ipam::{pod_handle, DatastoreConfig, Ipam};
 use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Member {
     child: Child,

@@ -7,7 +7,7 @@ use podnet_netlink::netns::OwnedNetns;
 use podnet_netlink::{Link, Netlink, Netns, Route, RouteSpec, VethSpec};
 use serde_json::{json, Value};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_podnet");
@@ -279,45 +279,11 @@ impl Node {
 
     /// Pod handles in the datastore (etcd is read from inside the node).
     pub fn handles(&self) -> Vec<String> {
-        if self.etcd.is_none() {
-            return handles(&self.store());
+        if self.etcd.is_none() && !self.store().exists() {
+            return Vec::new(); // never created; opening it would make it
         }
-        let conf: podnet_ipam::DatastoreConfig = serde_json::from_value(self.datastore()).unwrap();
-        self.ns
-            .run(move || {
-                let s = conf.open().unwrap();
-                s.list(podnet_ipam::keys::HANDLES)
-                    .unwrap()
-                    .kvs
-                    .into_iter()
-                    .map(|kv| {
-                        kv.key
-                            .trim_start_matches(podnet_ipam::keys::HANDLES)
-                            .to_string()
-                    })
-                    .filter(|h| h.starts_with("podnet."))
-                    .collect()
-            })
-            .unwrap()
+        self.with_store(|s| podnet_ipam::pod_handles(s).unwrap())
     }
-}
-
-pub fn handles(store: &Path) -> Vec<String> {
-    if !store.exists() {
-        return Vec::new();
-    }
-    let s = podnet_ipam::store::sqlite::SqliteStore::open(store, Default::default()).unwrap();
-    podnet_ipam::Datastore::list(&s, podnet_ipam::keys::HANDLES)
-        .unwrap()
-        .kvs
-        .into_iter()
-        .map(|kv| {
-            kv.key
-                .trim_start_matches(podnet_ipam::keys::HANDLES)
-                .to_string()
-        })
-        .filter(|h| h.starts_with("podnet."))
-        .collect()
 }
 
 impl Drop for Node {

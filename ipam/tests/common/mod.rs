@@ -130,18 +130,7 @@ pub fn pod_handles(path: &std::path::Path) -> Vec<String> {
     if !path.exists() {
         return Vec::new();
     }
-    let s = SqliteStore::open(path, Options::default()).unwrap();
-    podnet_ipam::Datastore::list(&s, podnet_ipam::keys::HANDLES)
-        .unwrap()
-        .kvs
-        .into_iter()
-        .map(|kv| {
-            kv.key
-                .trim_start_matches(podnet_ipam::keys::HANDLES)
-                .to_string()
-        })
-        .filter(|h| h.starts_with("podnet."))
-        .collect()
+    podnet_ipam::pod_handles(&SqliteStore::open(path, Options::default()).unwrap()).unwrap()
 }
 
 /// A real etcd (Debian's `etcd-server`) on loopback with free ports and a temporary data
@@ -152,7 +141,8 @@ pub struct Etcd {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
