@@ -124,36 +124,25 @@ fn ipip_capture_shows_protocol_4_between_the_nodes() {
 fn ipip_mtu_has_no_black_hole() {
     with_seed(|| {
         // 1452 bytes of ICMP data + 8 + 20 = 1480: fits the tunnel with don't-fragment set.
-        ok(&[
-            "exec",
-            "ubuntu-test",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "5",
-            "-M",
-            "do",
-            "-s",
-            "1452",
-            "10.233.78.3",
-        ]);
-        let too_big = lab(&[
-            "exec",
-            "ubuntu-test",
-            "--",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "5",
-            "-M",
-            "do",
-            "-s",
-            "1453",
-            "10.233.78.3",
-        ]);
+        let ping_df = |size: &'static str| {
+            [
+                "exec",
+                "ubuntu-test",
+                "--",
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "5",
+                "-M",
+                "do",
+                "-s",
+                size,
+                "10.233.78.3",
+            ]
+        };
+        ok(&ping_df("1452"));
+        let too_big = lab(&ping_df("1453"));
         assert!(
             !too_big.status.success(),
             "a 1481-byte don't-fragment packet must not pass"
