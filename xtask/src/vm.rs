@@ -62,12 +62,21 @@ pub fn run(args: Args) -> Result<()> {
         return vm.shell(args.mem);
     }
     let code = vm.run(
-        &args.command.join(" "),
+        &command_line(&args.command),
         args.mem,
         Duration::from_secs(args.timeout),
         true,
     )?;
     std::process::exit(code);
+}
+
+/// The argument vector as one line for the VM's `sh`, each word single-quoted so that spaces,
+/// quotes, `$`, `;` and newlines inside an argument stay inside it.
+pub fn command_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A prepared kernel and initramfs.
@@ -469,5 +478,53 @@ impl Cpio {
     fn finish(mut self) -> Vec<u8> {
         self.entry("TRAILER!!!", 0, &[]);
         self.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::command_line;
+    use std::process::Command;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    /// What `sh` makes of the line, as the VM's run script runs it.
+    fn through_sh(line: &str) -> std::process::Output {
+        Command::new("sh").arg("-c").arg(line).output().unwrap()
+    }
+
+    #[test]
+    fn a_quoted_script_keeps_its_words_and_its_exit_status() {
+        let out = through_sh(&command_line(&argv(&["sh", "-c", "echo a b; exit 3"])));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b\n");
+        assert_eq!(out.status.code(), Some(3));
+    }
+
+    #[test]
+    fn every_argument_arrives_as_one_argument() {
+        let tricky = [
+            "two words",
+            "it's",
+            "$HOME",
+            "a;b",
+            "line\nbreak",
+            "\"double\"",
+            "",
+            "back\\slash",
+        ];
+        let mut words = vec!["printf", "[%s]\\n"];
+        words.extend(tricky);
+        let out = through_sh(&command_line(&argv(&words)));
+        let want: String = tricky.iter().map(|t| format!("[{t}]\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+        assert!(out.status.success());
+    }
+
+    #[test]
+    fn plain_commands_read_as_before() {
+        let line = command_line(&argv(&["target/debug/podnet-lab", "up", "--encap", "ipip"]));
+        assert_eq!(line, "'target/debug/podnet-lab' 'up' '--encap' 'ipip'");
     }
 }
