@@ -7,8 +7,8 @@
 //!   "MAC is behind nodeIP"; none `<block> via <nodeIP> dev <uplink>`;
 //! - cross-subnet: peers in this node's own subnet get the unencapsulated route.
 
-use crate::node::NodeRecord;
 use ipnet::Ipv4Net;
+use podnet_ipam::nodes::NodeRecord;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 

@@ -8,7 +8,7 @@
 //! - [`run`]: start-up, then reconcile on every datastore change, every route deleted behind
 //!   its back, and periodically;
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics` on loopback;
-//! - [`node`]: node records; [`status`]: the `status` view.
+//! - [`status`]: the `status` view. Node records are datastore schema: `podnet_ipam::nodes`.
 //!
 //! Threads and blocking sockets rather than an async runtime: the agent waits on three things
 //! (datastore watch, kernel route events, HTTP), each gets a thread, and the reconcile loop
@@ -18,7 +18,6 @@ pub mod desired;
 pub mod http;
 pub mod kernel;
 pub mod metrics;
-pub mod node;
 pub mod run;
 pub mod settings;
 pub mod status;

@@ -93,7 +93,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
             command: NodeCmd::List { store },
         } => {
             let store = store.config().open()?;
-            let (nodes, _) = podnet_agent::node::list(&*store)?;
+            let (nodes, _) = podnet_ipam::nodes::list(&*store)?;
             for n in nodes {
                 println!("{}\t{}/{}\t{}", n.name, n.ip, n.prefix_len, n.encapsulation);
             }
@@ -121,7 +121,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
 
 /// Deletes the node record, then releases its tunnel address and blocks in every pool.
 fn remove_node(store: &dyn Datastore, name: &str) -> anyhow::Result<()> {
-    let existed = podnet_agent::node::delete(store, name)?;
+    let existed = podnet_ipam::nodes::delete(store, name)?;
     let mut released = Vec::new();
     for kv in store.list(podnet_ipam::keys::POOLS)?.kvs {
         let record: podnet_ipam::model::PoolRecord =

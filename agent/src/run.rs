@@ -11,10 +11,10 @@
 use crate::desired::{desired, BlockView, Me, Mode};
 use crate::kernel::{self, Devices};
 use crate::metrics::Metrics;
-use crate::node::{self, format_mac, NodeRecord};
 use crate::settings::{self, RunArgs};
 use crate::{http, tunnel, Error};
 use podnet_ipam::model::Block;
+use podnet_ipam::nodes::{self as node, format_mac, NodeRecord};
 use podnet_ipam::store::WatchBatch;
 use podnet_ipam::{keys, Datastore, DatastoreConfig, Ipam};
 use podnet_netlink::{sysctl, Netlink, RouteEvent, RouteMonitor, AGENT_ROUTE_PROTOCOL};
@@ -94,6 +94,9 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     };
     node::register(&*store, &record)?;
     tracing::info!(node = %host.name, ip = %host.ip, %block, ?tunnel_ip, mode = mode.as_str(), mtu, "node registered");
+    if !nl.routes_pod_gateway().unwrap_or(true) {
+        tracing::warn!("{}", podnet_netlink::NO_POD_GATEWAY_ROUTE);
+    }
 
     let metrics = Arc::new(Metrics::default());
     http::serve(args.metrics_addr, metrics.clone())?;
@@ -214,7 +217,7 @@ fn watch_datastore(
                         relevant |= owners.insert(e.key.clone(), owner.clone()) != Some(owner);
                     } else {
                         relevant |=
-                            e.key.starts_with(node::NODES) || e.key.starts_with(keys::AFFINITIES);
+                            e.key.starts_with(keys::NODES) || e.key.starts_with(keys::AFFINITIES);
                     }
                 }
                 if relevant && tx.send(Trigger::Datastore).is_err() {

@@ -3,10 +3,10 @@
 
 use crate::desired::{desired, Me, Mode, Want};
 use crate::kernel::{matches, route_spec, Devices};
-use crate::node::{self, NodeRecord};
 use crate::run::block_views;
 use crate::{tunnel, Error};
 use ipnet::Ipv4Net;
+use podnet_ipam::nodes::{self as node, NodeRecord};
 use podnet_ipam::Datastore;
 use podnet_netlink::{Netlink, AGENT_ROUTE_PROTOCOL};
 use serde::Serialize;
@@ -25,6 +25,8 @@ pub struct Status {
     pub routes: Vec<RouteStatus>,
     /// Owned routes in the kernel that the datastore no longer asks for.
     pub stale: Vec<String>,
+    /// Whether the node has a route for 169.254.1.1, without which proxy ARP answers no pod.
+    pub pod_gateway_routed: bool,
 }
 
 /// Reads the store and this namespace's kernel state for `node_name`.
@@ -125,6 +127,9 @@ pub fn status(store: &dyn Datastore, node_name: &str, cross_subnet: bool) -> Res
             if l.up { "up" } else { "down" }
         )
     });
+    let pod_gateway_routed = nl
+        .routes_pod_gateway()
+        .map_err(Error::netlink("look up the route for 169.254.1.1"))?;
     let my_blocks = blocks
         .iter()
         .filter(|b| b.node.as_deref() == Some(node_name))
@@ -136,6 +141,7 @@ pub fn status(store: &dyn Datastore, node_name: &str, cross_subnet: bool) -> Res
         tunnel,
         routes,
         stale,
+        pod_gateway_routed,
     })
 }
 
@@ -159,6 +165,12 @@ impl Status {
             ]
         }));
         podnet_ipam::inspect::table(&mut out, &rows);
+        if !self.pod_gateway_routed {
+            out.push_str(&format!(
+                "\nWARNING: {}\n",
+                podnet_netlink::NO_POD_GATEWAY_ROUTE
+            ));
+        }
         for s in &self.stale {
             out.push_str(&format!(
                 "stale owned route {s} (removed at the next pass)\n"

@@ -47,7 +47,7 @@ fn refused_with(
     if store_should_exist && c.store().exists() {
         let s =
             podnet_ipam::store::sqlite::SqliteStore::open(c.store(), Default::default()).unwrap();
-        let (nodes, _) = podnet_agent::node::list(&s).unwrap();
+        let (nodes, _) = podnet_ipam::nodes::list(&s).unwrap();
         assert!(nodes.is_empty(), "a node was registered: {nodes:?}");
     }
     (out.status.code().unwrap_or(-1), err)

@@ -206,18 +206,7 @@ fn health_metrics_and_status(backend: Backend) {
         m.contains("podnet_agent_reconcile_duration_seconds_bucket"),
         "{m}"
     );
-    let out = std::process::Command::new("nsenter")
-        .arg(format!("--net={}", c.nodes[0].ns.path()))
-        .args([common::AGENT, "status", "--node-name", "node1"])
-        .args(c.store_args())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = status_text(&c, 0);
     assert!(
         text.contains("vxlan.calico 10.233.91.0/32 mtu 1450 up"),
         "{text}"
@@ -230,6 +219,44 @@ fn health_metrics_and_status(backend: Backend) {
     assert!(
         !text.contains(" NO"),
         "every route is in the kernel: {text}"
+    );
+    assert!(!text.contains("WARNING"), "{text}");
+}
+
+/// `podnet-agent status` of node `i`, which must succeed.
+fn status_text(c: &Cluster, i: usize) -> String {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", c.nodes[i].ns.path()))
+        .args([common::AGENT, "status", "--node-name", &c.nodes[i].name])
+        .args(c.store_args())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// A node with no default route cannot answer proxy ARP for its pods' gateway: the agent's log
+/// and `status` say so.
+#[test]
+#[ignore = "needs root"]
+fn a_node_without_a_default_route_is_flagged() {
+    let mut c = Cluster::new("nodefault", 1);
+    c.netlink(0)
+        .delete_route("0.0.0.0/0".parse().unwrap(), 4)
+        .unwrap();
+    c.start(0, "none");
+    wait_for(Duration::from_secs(10), "the agent's warning", || {
+        c.log(0).contains("no route for 169.254.1.1")
+    });
+    let text = status_text(&c, 0);
+    assert!(
+        text.contains("WARNING: this node has no route for 169.254.1.1"),
+        "{text}"
     );
 }
 
@@ -279,7 +306,7 @@ fn route_updates_go_on_with_one_of_three_etcd_members_killed() {
 /// Registers a node9 with a block straight in the datastore and waits until every agent of
 /// `c` routes that block; returns how long that took.
 fn register_node9_and_wait_for_its_routes(c: &Cluster) -> Duration {
-    let record = podnet_agent::node::NodeRecord {
+    let record = podnet_ipam::nodes::NodeRecord {
         name: "node9".into(),
         ip: "192.168.110.109".parse().unwrap(),
         prefix_len: 16,
@@ -291,7 +318,7 @@ fn register_node9_and_wait_for_its_routes(c: &Cluster) -> Duration {
         podnet_ipam::PoolSpec::new(common::POOL.parse().unwrap(), 24, false, Default::default())
             .unwrap();
     let block = c.with_store(|store| {
-        podnet_agent::node::register(store, &record).unwrap();
+        podnet_ipam::nodes::register(store, &record).unwrap();
         podnet_ipam::Ipam::new(store, pool)
             .ensure_block("node9")
             .unwrap()

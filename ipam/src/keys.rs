@@ -5,6 +5,7 @@
 //! /podnet/v1/blocks/<cidr>              a block and its allocation table
 //! /podnet/v1/affinities/<node>/<cidr>   "this block belongs to this node"
 //! /podnet/v1/handles/<id>               what one attachment holds
+//! /podnet/v1/nodes/<name>               a node's address and tunnel endpoint (crate::nodes)
 //! ```
 //! CIDRs are written with dashes (`10-233-99-0-24`) so a key never has an extra `/`.
 
@@ -15,6 +16,7 @@ pub const POOLS: &str = "/podnet/v1/pools/";
 pub const BLOCKS: &str = "/podnet/v1/blocks/";
 pub const AFFINITIES: &str = "/podnet/v1/affinities/";
 pub const HANDLES: &str = "/podnet/v1/handles/";
+pub const NODES: &str = "/podnet/v1/nodes/";
 
 /// `10.233.99.0/24` as `10-233-99-0-24`.
 pub fn cidr_name(net: &Ipv4Net) -> String {

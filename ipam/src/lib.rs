@@ -4,6 +4,7 @@
 //!
 //! - [`store`]: the etcd-shaped datastore trait and its embedded SQLite backend.
 //! - [`Ipam`]: allocate, release and garbage-collect addresses by handle.
+//! - [`nodes`]: node records, read by the agent and the lab alike.
 //! - [`inspect`]: the admin view (`podnet-ipam show`) and a consistency check.
 //! - [`plugin`]: the CNI IPAM plugin, used by the `podnet-ipam` binary and in-process by the
 //!   `podnet` main plugin. CNI error codes are assigned there, once.
@@ -15,6 +16,7 @@ pub mod allocator;
 pub mod inspect;
 pub mod keys;
 pub mod model;
+pub mod nodes;
 pub mod plugin;
 pub mod pool;
 pub mod store;

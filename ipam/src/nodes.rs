@@ -1,11 +1,11 @@
 //! Node records in the datastore (`/podnet/v1/nodes/<name>`): who the nodes are, where they
-//! are, and their tunnel endpoints. Every agent registers its own and routes to the others'.
+//! are, and their tunnel endpoints. Datastore schema like pools and blocks: every agent
+//! registers its own node and routes to the others'; the lab and admin tools read them.
 
-use podnet_ipam::store::{update, Datastore, Revision, StoreError, Txn};
+use crate::keys::NODES;
+use crate::store::{update, Datastore, Revision, StoreError, Txn};
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
-
-pub const NODES: &str = "/podnet/v1/nodes/";
 
 pub fn key(name: &str) -> String {
     format!("{NODES}{name}")
@@ -104,5 +104,29 @@ mod tests {
         assert_eq!(parse_mac(&format_mac(&m)), Some(m));
         assert_eq!(parse_mac("66:0a"), None);
         assert_eq!(parse_mac("zz:0a:ff:00:01:02"), None);
+    }
+
+    #[test]
+    fn records_round_trip_through_the_store_and_bad_ones_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            crate::store::sqlite::SqliteStore::open(dir.path().join("s.db"), Default::default())
+                .unwrap();
+        let record = NodeRecord {
+            name: "sung-ubuntu05".into(),
+            ip: "192.168.110.104".parse().unwrap(),
+            prefix_len: 16,
+            tunnel_ip: Some("10.233.78.0".parse().unwrap()),
+            tunnel_mac: None,
+            encapsulation: "ipip".into(),
+        };
+        register(&store, &record).unwrap();
+        let mut txn = Txn::default();
+        txn.put(key("broken"), "{not json".to_string());
+        store.txn(&txn).unwrap();
+        let (nodes, _) = list(&store).unwrap();
+        assert_eq!(nodes, vec![record]);
+        assert!(delete(&store, "sung-ubuntu05").unwrap());
+        assert!(!delete(&store, "sung-ubuntu05").unwrap());
     }
 }

@@ -2,7 +2,7 @@
 //! and the datastore, so views can say "sung-ubuntu05 (tunl0)" instead of a bare address.
 
 use crate::state::LabState;
-use podnet_agent::node::NodeRecord;
+use podnet_ipam::nodes::NodeRecord;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -17,7 +17,7 @@ pub struct Inventory {
 impl Inventory {
     pub fn read(lab: &LabState) -> Inventory {
         let records = lab
-            .with_store(|s| podnet_agent::node::list(s).ok())
+            .with_store(|s| podnet_ipam::nodes::list(s).ok())
             .ok()
             .flatten()
             .map(|(r, _)| r)

@@ -348,3 +348,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The lab meets the products only through the datastore and their binaries: it links no
+    /// product crate but the IPAM (datastore schema), netlink and CNI types.
+    #[test]
+    fn the_lab_does_not_link_the_agent() {
+        let manifest = include_str!("../Cargo.toml");
+        let deps = manifest
+            .split("[dependencies]")
+            .nth(1)
+            .and_then(|rest| rest.split("\n[").next())
+            .expect("a [dependencies] table");
+        assert!(!deps.contains("podnet-agent"), "{deps}");
+        assert!(!deps.contains("podnet-cni ") && !deps.contains("podnet-cni="));
+    }
+}
