@@ -6,7 +6,7 @@ use sha1::{Digest, Sha1};
 /// The MAC of every host-side veth (Calico's): the node answers for the pod's gateway.
 pub const HOST_MAC: [u8; 6] = [0xee; 6];
 /// The pod's gateway, answered by proxy ARP on the host-side veth.
-pub const GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 1, 1);
+pub const GATEWAY: std::net::Ipv4Addr = podnet_netlink::POD_GATEWAY;
 
 /// `cali` + the first 11 hex digits of sha1("<namespace>.<pod>") when the runtime names the
 /// pod (Kubernetes), else of the container ID (podman sends only `K8S_POD_NAME`).

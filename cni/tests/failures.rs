@@ -332,6 +332,40 @@ fn version_status_and_gc(node: Node) {
     node.cni("STATUS", "", None, &none, &conf).ok();
 }
 
+/// Without a default route the node cannot answer proxy ARP for 169.254.1.1: ADD still wires
+/// the pod, but its log says why the pod's traffic dies, and STATUS refuses with code 50.
+#[test]
+#[ignore = "needs root"]
+fn a_node_without_a_default_route_says_why_its_pods_are_cut_off() {
+    let node = Node::new("nodefault");
+    let conf = node.conf("1.1.0", json!({}));
+    let none = [("CNI_CONTAINERID", ""), ("CNI_IFNAME", "")];
+    node.cni("STATUS", "", None, &none, &conf).ok();
+    let mut nl = node.netlink();
+    nl.delete_route("0.0.0.0/0".parse().unwrap(), 4).unwrap();
+    assert!(!nl.routes_pod_gateway().unwrap());
+
+    let status = node.cni("STATUS", "", None, &none, &conf);
+    assert_eq!(status.error_code(), 50);
+    let msg = status.json()["msg"].as_str().unwrap().to_string();
+    assert!(
+        msg.contains("169.254.1.1") && msg.contains("default"),
+        "{msg}"
+    );
+
+    let pod = node.pod("p");
+    node.cni("ADD", "ctr-nodefault", Some(&pod), &[], &conf)
+        .ok();
+    let log = std::fs::read_to_string(node.log()).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("no route for 169.254.1.1")),
+        "no warning in the log:\n{log}"
+    );
+    node.cni("DEL", "ctr-nodefault", Some(&pod), &[], &conf)
+        .ok();
+}
+
 backends!(
     bad_input_is_refused_with_its_code_before_anything_is_made,
     taken_names_and_repeats_are_refused_and_leave_the_other_intact,

@@ -25,7 +25,10 @@ pub use link::{Link, VethSpec, VxlanSpec};
 pub use monitor::{RouteEvent, RouteMonitor};
 pub use neigh::Neighbour;
 pub use netns::Netns;
-pub use route::{Route, RouteKind, RouteSpec, AGENT_ROUTE_PROTOCOL, ROUTE_PROTOCOL};
+pub use route::{
+    Route, RouteKind, RouteSpec, AGENT_ROUTE_PROTOCOL, NO_POD_GATEWAY_ROUTE, POD_GATEWAY,
+    ROUTE_PROTOCOL,
+};
 pub use socket::Netlink;
 pub use uplink::Uplink;
 

@@ -19,6 +19,16 @@ pub const ROUTE_PROTOCOL: u8 = 118;
 /// the agent changes and deletes only routes carrying it.
 pub const AGENT_ROUTE_PROTOCOL: u8 = 119;
 
+/// The address every pod routes to (Calico's): nobody holds it, the node's end of each pod's
+/// veth answers ARP for it by proxy.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// Why pods on a node without a route for [`POD_GATEWAY`] are cut off: said in the CNI
+/// plugin's log and STATUS and in `podnet-agent status`.
+pub const NO_POD_GATEWAY_ROUTE: &str = "this node has no route for 169.254.1.1 (no default \
+    route?): proxy ARP only answers for an address the node can route, so every pod's first \
+    packet dies here; give the node a default route (or a route for 169.254.1.1)";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RouteKind {
     Unicast,
@@ -188,6 +198,14 @@ impl Netlink {
             RouteNetlinkMessage::NewRoute(r) => parse(r, false),
             _ => None,
         }))
+    }
+
+    /// Whether the kernel would answer proxy ARP for [`POD_GATEWAY`] here: it needs a unicast
+    /// route for it (a default route does).
+    pub fn routes_pod_gateway(&mut self) -> Result<bool> {
+        Ok(self
+            .route_to(POD_GATEWAY)?
+            .is_some_and(|r| r.kind == RouteKind::Unicast))
     }
 
     /// Every IPv4 route of the main table.

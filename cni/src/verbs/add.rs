@@ -43,6 +43,7 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, Error> {
             env.ifname
         )));
     }
+    warn_without_pod_gateway(&mut host);
     let mtu = mtu::resolve(conf, &mut host);
     let ipam = Ipam::for_conf(env, conf)?;
     let allocated = ipam.add(env)?;
@@ -113,4 +114,14 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, Error> {
         routes: Vec::new(),
         dns: allocated.dns,
     })
+}
+
+/// A node that cannot route 169.254.1.1 gets pods that can send nothing: ADD still succeeds
+/// (the pod is wired as asked), but the log says why its traffic will die.
+fn warn_without_pod_gateway(host: &mut podnet_netlink::Netlink) {
+    match host.routes_pod_gateway() {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("{}", podnet_netlink::NO_POD_GATEWAY_ROUTE),
+        Err(e) => tracing::warn!("look up the route for the pods' gateway: {e}"),
+    }
 }
