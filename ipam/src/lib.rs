@@ -4,7 +4,7 @@
 //!
 //! - [`store`]: the etcd-shaped datastore trait and its embedded SQLite backend.
 //! - [`Ipam`]: allocate, release and garbage-collect addresses by handle.
-//! - [`nodes`]: node records, read by the agent and the lab alike.
+//! - [`nodes`]: node records, read by the agent and the lab alike; [`bgp`]: BGP settings.
 //! - [`inspect`]: the admin view (`podnet-ipam show`) and a consistency check.
 //! - [`plugin`]: the CNI IPAM plugin, used by the `podnet-ipam` binary and in-process by the
 //!   `podnet` main plugin. CNI error codes are assigned there, once.
@@ -13,6 +13,7 @@
 //! CIDR arithmetic, `thiserror` for this crate's one error enum.
 
 pub mod allocator;
+pub mod bgp;
 pub mod inspect;
 pub mod keys;
 pub mod model;

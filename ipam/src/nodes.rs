@@ -27,6 +27,13 @@ pub struct NodeRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel_mac: Option<String>,
     pub encapsulation: String,
+    /// Who makes the routes to its blocks: `datastore` (the agent) or `bgp` (BIRD).
+    #[serde(default = "datastore_routing")]
+    pub routing: String,
+}
+
+fn datastore_routing() -> String {
+    "datastore".into()
 }
 
 impl NodeRecord {
@@ -119,6 +126,7 @@ mod tests {
             tunnel_ip: Some("10.233.78.0".parse().unwrap()),
             tunnel_mac: None,
             encapsulation: "ipip".into(),
+            routing: "datastore".into(),
         };
         register(&store, &record).unwrap();
         let mut txn = Txn::default();
