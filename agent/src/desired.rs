@@ -162,6 +162,7 @@ mod tests {
                 tunnel_ip: Some(net(b).network()),
                 tunnel_mac: Some(format!("66:00:00:00:00:0{k}")),
                 encapsulation: mode.as_str().into(),
+                routing: "datastore".into(),
             })
             .collect();
         let blocks = rows

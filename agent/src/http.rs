@@ -1,4 +1,5 @@
-//! `/healthz` (the process answers), `/readyz` (the first reconcile has succeeded) and
+//! `/healthz` (the process answers), `/readyz` (the first reconcile has succeeded; in BGP mode
+//! also BIRD answering with every session Established) and
 //! `/metrics` (Prometheus text) on the metrics address, loopback by default.
 
 use crate::metrics::Metrics;
@@ -19,8 +20,10 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<(), Error> {
             for request in server.incoming_requests() {
                 let (code, body) = match request.url() {
                     "/healthz" => (200, "ok\n".to_string()),
-                    "/readyz" if metrics.is_ready() => (200, "ready\n".to_string()),
-                    "/readyz" => (503, "not ready: no full reconcile yet\n".to_string()),
+                    "/readyz" => match metrics.readiness() {
+                        Ok(()) => (200, "ready\n".to_string()),
+                        Err(why) => (503, format!("not ready: {why}\n")),
+                    },
                     "/metrics" => (200, metrics.render()),
                     _ => (404, "not found\n".to_string()),
                 };

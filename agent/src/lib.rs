@@ -8,12 +8,15 @@
 //! - [`run`]: start-up, then reconcile on every datastore change, every route deleted behind
 //!   its back, and periodically;
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics` on loopback;
+//! - [`bgp`]: BGP mode, where BIRD learns and installs the routes and the agent renders its
+//!   config, supervises it and reads its state;
 //! - [`status`]: the `status` view. Node records are datastore schema: `podnet_ipam::nodes`.
 //!
 //! Threads and blocking sockets rather than an async runtime: the agent waits on three things
 //! (datastore watch, kernel route events, HTTP), each gets a thread, and the reconcile loop
 //! runs on the main one. That keeps it small (RSS is a target) and easy to follow.
 
+pub mod bgp;
 pub mod desired;
 pub mod http;
 pub mod kernel;
@@ -54,6 +57,10 @@ pub enum Error {
     },
     #[error("{0} vanished right after it was created")]
     Vanished(String),
+    #[error(transparent)]
+    Bird(#[from] bgp::daemon::BirdError),
+    #[error("BGP settings: {0}")]
+    Bgp(#[from] podnet_ipam::bgp::BgpError),
 }
 
 impl Error {

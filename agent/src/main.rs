@@ -1,5 +1,5 @@
 //! `podnet-agent`: the per-node route agent (`run`), and admin commands (`node remove`,
-//! `status`). Logs go to stderr.
+//! `status`, `bgp ...`). Logs go to stderr.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -27,6 +27,11 @@ enum Cmd {
     Node {
         #[command(subcommand)]
         command: NodeCmd,
+    },
+    /// BGP: the node's sessions, explicit peers, cluster and node settings.
+    Bgp {
+        #[command(subcommand)]
+        command: podnet_agent::bgp::admin::BgpCmd,
     },
     /// This node's blocks, tunnel device and owned routes (run it in the node's namespace).
     Status {
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Run(args) => podnet_agent::run::run(args).context("run the agent"),
+        Cmd::Bgp { command } => Ok(podnet_agent::bgp::admin::run(command)?),
         Cmd::Node {
             command: NodeCmd::Remove { name, store },
         } => {

@@ -1,8 +1,11 @@
 //! The agent's Prometheus metrics (prometheus-client): owned routes, reconcile count and
-//! duration, last datastore revision seen, errors.
+//! duration, last datastore revision seen, errors; in BGP mode also BIRD's state (answering,
+//! sessions by state, routes learned, restarts, configs applied and refused). Readiness lives
+//! here too: the first full pass, and in BGP mode BIRD answering with every session up.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -16,7 +19,16 @@ pub struct Metrics {
     pub reconcile_seconds: Histogram,
     pub revision: Gauge,
     pub errors: Counter,
+    pub bird_up: Gauge,
+    /// BGP sessions by state (`state="Established"`, ...).
+    pub bgp_sessions: Family<Vec<(String, String)>, Gauge>,
+    pub bgp_routes_learned: Gauge,
+    pub bird_restarts: Counter,
+    pub bird_configs_applied: Counter,
+    pub bird_configs_refused: Counter,
     ready: AtomicBool,
+    /// BGP mode: why BIRD is not ready (`None`: ready, or not in BGP mode).
+    bgp_unready: Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -26,6 +38,12 @@ impl Default for Metrics {
         let reconcile_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let revision = Gauge::default();
         let errors = Counter::default();
+        let bird_up = Gauge::default();
+        let bgp_sessions = Family::<Vec<(String, String)>, Gauge>::default();
+        let bgp_routes_learned = Gauge::default();
+        let bird_restarts = Counter::default();
+        let bird_configs_applied = Counter::default();
+        let bird_configs_refused = Counter::default();
         let mut registry = Registry::with_prefix("podnet_agent");
         registry.register(
             "routes_owned",
@@ -48,6 +66,36 @@ impl Default for Metrics {
             "Failed reconcile passes and watch errors",
             errors.clone(),
         );
+        registry.register(
+            "bird_up",
+            "1 while BIRD answers on its control socket (BGP mode)",
+            bird_up.clone(),
+        );
+        registry.register(
+            "bgp_sessions",
+            "BGP sessions by state",
+            bgp_sessions.clone(),
+        );
+        registry.register(
+            "bgp_routes_learned",
+            "Routes BIRD imported from its BGP peers",
+            bgp_routes_learned.clone(),
+        );
+        registry.register(
+            "bird_restarts",
+            "Times the agent restarted BIRD",
+            bird_restarts.clone(),
+        );
+        registry.register(
+            "bird_configs_applied",
+            "BIRD configs checked and loaded",
+            bird_configs_applied.clone(),
+        );
+        registry.register(
+            "bird_configs_refused",
+            "BIRD configs refused (the running config stayed)",
+            bird_configs_refused.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             routes_owned,
@@ -55,7 +103,14 @@ impl Default for Metrics {
             reconcile_seconds,
             revision,
             errors,
+            bird_up,
+            bgp_sessions,
+            bgp_routes_learned,
+            bird_restarts,
+            bird_configs_applied,
+            bird_configs_refused,
             ready: AtomicBool::new(false),
+            bgp_unready: Mutex::new(None),
         }
     }
 }
@@ -74,7 +129,28 @@ impl Metrics {
         self.ready.store(true, Ordering::Relaxed);
     }
 
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+    /// Ready, or why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return Err("no full reconcile yet".into());
+        }
+        match &*self.bgp_unready.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records BIRD's state (BGP mode), polled by the supervisor.
+    pub fn set_bird(&self, view: &crate::bgp::BirdView) {
+        self.bird_up.set(view.answering as i64);
+        self.bgp_routes_learned.set(view.routes_learned() as i64);
+        self.bgp_sessions.clear();
+        for s in &view.sessions {
+            let state = s.bgp_state.clone().unwrap_or_else(|| s.info.clone());
+            self.bgp_sessions
+                .get_or_create(&vec![("state".to_string(), state)])
+                .inc();
+        }
+        *self.bgp_unready.lock().unwrap_or_else(|p| p.into_inner()) = view.ready().err();
     }
 }

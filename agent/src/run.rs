@@ -7,12 +7,17 @@
 //! to nodes or affinities (watch), whenever a route the agent owns is deleted (kernel route
 //! events), and every `--resync-seconds`. Nothing is flushed on start or exit: routes stay in
 //! the kernel while the agent is down.
+//!
+//! With `--routing bgp` the block routes are BIRD's: the same passes render BIRD's config from
+//! the datastore and load it (see [`crate::bgp`]), and the agent's own route set is empty (it
+//! removes any proto-119 routes left from datastore routing).
 
+use crate::bgp::{daemon, Bgp};
 use crate::desired::{desired, BlockView, Me, Mode};
 use crate::kernel::{self, Devices};
 use crate::metrics::Metrics;
-use crate::settings::{self, RunArgs};
-use crate::{http, tunnel, Error};
+use crate::settings::{self, Routing, RunArgs};
+use crate::{bgp, http, tunnel, Error};
 use podnet_ipam::model::Block;
 use podnet_ipam::nodes::{self as node, format_mac, NodeRecord};
 use podnet_ipam::store::WatchBatch;
@@ -34,6 +39,8 @@ enum Trigger {
 pub struct Agent {
     pub me: Me,
     pub devices: Devices,
+    /// BGP mode: the node's BIRD.
+    pub bgp: Option<Bgp>,
 }
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
@@ -45,6 +52,10 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     let requested = settings::requested_mode(args.encapsulation);
     for m in requested.map_or(vec![Mode::Ipip, Mode::Vxlan], |m| vec![m]) {
         tunnel::check_name(&mut nl, m)?;
+    }
+    if args.routing == Routing::Bgp {
+        daemon::check_version(&args.bird).map_err(Error::Bird)?;
+        podnet_ipam::bgp::read(&*store)?;
     }
     if host.uplink.mtu < 576 + 50 {
         return Err(Error::Settings(format!(
@@ -91,6 +102,11 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         tunnel_ip,
         tunnel_mac: (mode == Mode::Vxlan).then(|| format_mac(&tunnel::vxlan_mac(&host.name))),
         encapsulation: mode.as_str().into(),
+        routing: match args.routing {
+            Routing::Datastore => "datastore",
+            Routing::Bgp => "bgp",
+        }
+        .into(),
     };
     node::register(&*store, &record)?;
     tracing::info!(node = %host.name, ip = %host.ip, %block, ?tunnel_ip, mode = mode.as_str(), mtu, "node registered");
@@ -100,10 +116,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
 
     let metrics = Arc::new(Metrics::default());
     http::serve(args.metrics_addr, metrics.clone())?;
-    let (tx, rx) = channel();
-    watch_datastore(store_conf, tx.clone(), metrics.clone())?;
-    watch_routes(tx)?;
-    let agent = Agent {
+    let mut agent = Agent {
         me: Me {
             name: host.name,
             ip: host.ip,
@@ -114,10 +127,17 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
             tunnel: tunnel_link.map(|l| l.index),
             uplink: host.uplink.index,
         },
+        bgp: None,
     };
+    if args.routing == Routing::Bgp {
+        agent.bgp = Some(start_bird(&*store, &args, &agent.me, &metrics)?);
+    }
+    let (tx, rx) = channel();
+    watch_datastore(store_conf, tx.clone(), metrics.clone())?;
+    watch_routes(tx)?;
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     loop {
-        match reconcile(&*store, &mut nl, &agent, &metrics) {
+        match reconcile(&*store, &mut nl, &mut agent, &metrics) {
             Ok(()) => metrics.set_ready(),
             Err(e) => {
                 metrics.errors.inc();
@@ -145,19 +165,72 @@ fn wait(rx: &Receiver<Trigger>, resync: Duration) {
     while rx.try_recv().is_ok() {}
 }
 
-/// Reads nodes and blocks, computes the desired state, makes the kernel match.
+/// BGP mode at start-up: BIRD's first config (a config BIRD refuses is fatal only when there
+/// is no earlier one to keep running), then BIRD started or adopted, and supervised.
+fn start_bird(
+    store: &dyn Datastore,
+    args: &RunArgs,
+    me: &Me,
+    metrics: &Arc<Metrics>,
+) -> Result<Bgp, Error> {
+    let mut bird = Bgp::new(&args.bird, daemon::Paths::new(&args.state_dir));
+    let (nodes, _) = node::list(store)?;
+    let blocks = block_views(store)?;
+    let text = bgp::config_from_store(store, me, &nodes, &blocks)?;
+    match bird.sync(&text) {
+        Ok(_) => {
+            metrics.bird_configs_applied.inc();
+        }
+        Err(e) if daemon::current_config(&bird.paths).is_some() => {
+            metrics.bird_configs_refused.inc();
+            tracing::error!("{e}; BIRD keeps its previous config");
+        }
+        Err(e) => return Err(Error::Bird(e)),
+    };
+    let m = metrics.clone();
+    bird.supervise(move |view, restarted| {
+        if restarted {
+            m.bird_restarts.inc();
+        }
+        m.set_bird(view);
+    })
+    .map_err(Error::Bird)?;
+    Ok(bird)
+}
+
+/// Reads nodes and blocks, computes the desired state, makes the kernel match; in BGP mode,
+/// also brings BIRD's config up to date.
 pub fn reconcile(
     store: &dyn Datastore,
     nl: &mut Netlink,
-    agent: &Agent,
+    agent: &mut Agent,
     metrics: &Metrics,
 ) -> Result<(), Error> {
     let start = Instant::now();
     let (nodes, revision) = node::list(store)?;
     let blocks = block_views(store)?;
-    let want = desired(&agent.me, &nodes, &blocks);
+    let mut want = desired(&agent.me, &nodes, &blocks);
+    if agent.bgp.is_some() {
+        want.routes.clear(); // BIRD's job
+    }
     let changes = kernel::apply(nl, &want, &agent.devices)
         .map_err(Error::netlink("make the kernel match"))?;
+    if let Some(bird) = &mut agent.bgp {
+        let synced = bgp::config_from_store(store, &agent.me, &nodes, &blocks)
+            .inspect_err(|e| bird.refuse(&e.to_string()))
+            .and_then(|text| bird.sync(&text).map_err(Error::Bird));
+        match synced {
+            Ok(true) => {
+                metrics.bird_configs_applied.inc();
+                tracing::info!(revision, "BIRD reconfigured");
+            }
+            Ok(false) => {}
+            Err(e) => {
+                metrics.bird_configs_refused.inc();
+                return Err(e);
+            }
+        }
+    }
     metrics.reconciles.inc();
     metrics
         .reconcile_seconds
@@ -216,8 +289,14 @@ fn watch_datastore(
                         let owner = e.value.as_deref().and_then(block_owner);
                         relevant |= owners.insert(e.key.clone(), owner.clone()) != Some(owner);
                     } else {
-                        relevant |=
-                            e.key.starts_with(keys::NODES) || e.key.starts_with(keys::AFFINITIES);
+                        relevant |= [
+                            keys::NODES,
+                            keys::AFFINITIES,
+                            keys::POOLS,
+                            podnet_ipam::bgp::ROOT,
+                        ]
+                        .iter()
+                        .any(|p| e.key.starts_with(p));
                     }
                 }
                 if relevant && tx.send(Trigger::Datastore).is_err() {

@@ -21,6 +21,15 @@ pub enum Encapsulation {
     Auto,
 }
 
+/// `--routing`: who makes the routes to other nodes' blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Routing {
+    /// The agent writes them from a datastore watch (proto 119).
+    Datastore,
+    /// BIRD learns them by BGP from its peers and installs them (proto bird).
+    Bgp,
+}
+
 /// `podnet-agent run` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
@@ -62,6 +71,12 @@ pub struct RunArgs {
     /// Full resync period, on top of reacting to changes.
     #[arg(long, default_value_t = 10)]
     pub resync_seconds: u64,
+    /// How routes to other nodes' blocks are made.
+    #[arg(long, value_enum, default_value_t = Routing::Datastore)]
+    pub routing: Routing,
+    /// The BIRD 2 binary (BGP mode; Debian package bird2, 2.0.12 or newer).
+    #[arg(long, default_value = "bird")]
+    pub bird: String,
 }
 
 /// Where the datastore is: the embedded SQLite file, or etcd when `--etcd-endpoints` is given.

@@ -1,5 +1,6 @@
 //! `podnet-agent status`: the node as the datastore knows it, its tunnel device as the kernel
-//! has it, and each route the agent should own with whether the kernel has it.
+//! has it, and each route the node should have with whether the kernel has it and who made
+//! it (`agent`: proto 119, datastore routing; `bird`: BGP routing).
 
 use crate::desired::{desired, Me, Mode, Want};
 use crate::kernel::{matches, route_spec, Devices};
@@ -15,7 +16,12 @@ use serde::Serialize;
 pub struct RouteStatus {
     pub route: String,
     pub in_kernel: bool,
+    /// `agent` or `bird`, when the kernel has it.
+    pub origin: Option<&'static str>,
 }
+
+/// `ip route ... proto bird`: the routes BIRD installs.
+pub const BIRD_ROUTE_PROTOCOL: u8 = 12;
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -72,12 +78,18 @@ pub fn status(store: &dyn Datastore, node_name: &str, cross_subnet: bool) -> Res
         tunnel: tunnel_link.as_ref().map(|l| l.index),
         uplink,
     };
-    let owned: Vec<_> = nl
+    let bgp = me_record.routing == "bgp";
+    let kernel: Vec<_> = nl
         .routes()
         .map_err(Error::netlink("list routes"))?
         .into_iter()
-        .filter(|r| r.protocol == AGENT_ROUTE_PROTOCOL)
+        .filter(|r| r.protocol == AGENT_ROUTE_PROTOCOL || r.protocol == BIRD_ROUTE_PROTOCOL)
         .collect();
+    let maker = if bgp {
+        BIRD_ROUTE_PROTOCOL
+    } else {
+        AGENT_ROUTE_PROTOCOL
+    };
     let tunnel_name = tunnel_link
         .as_ref()
         .map(|l| l.name.clone())
@@ -86,8 +98,17 @@ pub fn status(store: &dyn Datastore, node_name: &str, cross_subnet: bool) -> Res
         .routes
         .iter()
         .map(|(dst, w)| {
-            let in_kernel = route_spec(*dst, w, &devices)
-                .is_some_and(|spec| owned.iter().any(|r| matches(r, &spec)));
+            let origin = route_spec(*dst, w, &devices).and_then(|spec| {
+                let spec = podnet_netlink::RouteSpec {
+                    protocol: maker,
+                    ..spec
+                };
+                kernel.iter().any(|r| matches(r, &spec)).then_some(if bgp {
+                    "bird"
+                } else {
+                    "agent"
+                })
+            });
             let route = match w {
                 Want::Blackhole => format!("blackhole {dst}"),
                 Want::Via {
@@ -105,12 +126,18 @@ pub fn status(store: &dyn Datastore, node_name: &str, cross_subnet: bool) -> Res
                     )
                 }
             };
-            RouteStatus { route, in_kernel }
+            RouteStatus {
+                route,
+                in_kernel: origin.is_some(),
+                origin,
+            }
         })
         .collect();
-    let stale = owned
+    let stale = kernel
         .iter()
-        .filter(|r| !want.routes.contains_key(&r.dst))
+        .filter(|r| {
+            r.protocol == AGENT_ROUTE_PROTOCOL && (bgp || !want.routes.contains_key(&r.dst))
+        })
         .map(|r| r.dst.to_string())
         .collect();
     let tunnel = tunnel_link.map(|l| {
@@ -149,19 +176,25 @@ impl Status {
     pub fn render(&self) -> String {
         let n = &self.node;
         let mut out = format!(
-            "node:          {}\naddress:       {}/{}\nencapsulation: {}\nblocks:        {}\ntunnel:        {}\n\n",
+            "node:          {}\naddress:       {}/{}\nencapsulation: {}\nrouting:       {}\nblocks:        {}\ntunnel:        {}\n\n",
             n.name,
             n.ip,
             n.prefix_len,
             n.encapsulation,
+            n.routing,
             self.blocks.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "),
             self.tunnel.as_deref().unwrap_or("-"),
         );
-        let mut rows = vec![["ROUTE".to_string(), "IN KERNEL".to_string()]];
+        let mut rows = vec![[
+            "ROUTE".to_string(),
+            "IN KERNEL".to_string(),
+            "ORIGIN".to_string(),
+        ]];
         rows.extend(self.routes.iter().map(|r| {
             [
                 r.route.clone(),
                 if r.in_kernel { "yes" } else { "NO" }.to_string(),
+                r.origin.unwrap_or("-").to_string(),
             ]
         }));
         podnet_ipam::inspect::table(&mut out, &rows);

@@ -313,6 +313,7 @@ fn register_node9_and_wait_for_its_routes(c: &Cluster) -> Duration {
         tunnel_ip: None,
         tunnel_mac: None,
         encapsulation: "none".into(),
+        routing: "datastore".into(),
     };
     let pool =
         podnet_ipam::PoolSpec::new(common::POOL.parse().unwrap(), 24, false, Default::default())

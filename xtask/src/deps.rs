@@ -45,6 +45,11 @@ pub const PROTOBUF_TYPES: Package = Package {
     name: "libprotobuf-dev",
     provides: "/usr/include/google/protobuf/timestamp.proto",
 };
+/// BIRD 2, the BGP speaker of `--routing bgp` (2.0.12 or newer: Debian 12's).
+pub const BIRD: Package = Package {
+    name: "bird2",
+    provides: "/usr/sbin/bird",
+};
 /// A real etcd for the etcd backend's tests.
 pub const ETCD: Package = Package {
     name: "etcd-server",

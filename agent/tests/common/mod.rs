@@ -45,6 +45,8 @@ pub struct Cluster {
     pub etcd: Option<Child>,
     /// The members of a three-member etcd (`None` once killed).
     pub members: Vec<Option<Child>>,
+    /// Flags every agent gets (e.g. `--routing bgp`).
+    pub agent_flags: Vec<String>,
 }
 
 /// The datastore the agents share.
@@ -127,6 +129,7 @@ impl Cluster {
             dir,
             etcd,
             members,
+            agent_flags: Vec::new(),
         }
     }
 
@@ -210,6 +213,7 @@ impl Cluster {
             .args(self.store_args())
             .arg("--state-dir")
             .arg(&n.state)
+            .args(&self.agent_flags)
             .args(extra)
             .stdout(Stdio::null());
         c
@@ -276,6 +280,74 @@ impl Cluster {
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
     }
+
+    /// The pid of node `i`'s BIRD (BGP mode), from its pid file, if it is alive.
+    pub fn bird_pid(&self, i: usize) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.nodes[i].state.join("bird/bird.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .to_string();
+        (state != "Z").then_some(pid)
+    }
+
+    /// SIGKILL to node `i`'s BIRD; waits until it is gone.
+    pub fn kill_bird(&self, i: usize) {
+        if let Some(pid) = self.bird_pid(i) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = wait_for_quietly(Duration::from_secs(5), || self.bird_pid(i) != Some(pid));
+        }
+    }
+
+    /// The routes BIRD installed on node `i` (`proto bird`).
+    pub fn bird_routes(&self, i: usize) -> Vec<Route> {
+        self.netlink(i)
+            .routes()
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.protocol == BIRD_ROUTE_PROTOCOL)
+            .collect()
+    }
+
+    /// `podnet-agent ARGS` (with the cluster's datastore flags when `store` is set) in node
+    /// `i`'s namespace: exit status and stdout.
+    pub fn agent_cli(&self, i: usize, args: &[&str], store: bool) -> (bool, String, String) {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.nodes[i].ns.path()))
+            .arg(AGENT)
+            .args(args);
+        if store {
+            c.args(self.store_args());
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+/// `ip route ... proto bird`.
+pub const BIRD_ROUTE_PROTOCOL: u8 = 12;
+
+/// Like [`wait_for`], but says whether it happened instead of panicking.
+pub fn wait_for_quietly(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 /// Starts `member` inside the fabric namespace.
@@ -367,6 +439,7 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.nodes.len() {
             self.kill(i);
+            self.kill_bird(i);
         }
         if let Some(mut e) = self.etcd.take() {
             let _ = e.kill();
