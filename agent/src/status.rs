@@ -9,7 +9,7 @@ use crate::{tunnel, Error};
 use ipnet::Ipv4Net;
 use podnet_ipam::nodes::{self as node, NodeRecord};
 use podnet_ipam::Datastore;
-use podnet_netlink::{Netlink, AGENT_ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, AGENT_ROUTE_PROTOCOL, BIRD_ROUTE_PROTOCOL};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -19,9 +19,6 @@ pub struct RouteStatus {
     /// `agent` or `bird`, when the kernel has it.
     pub origin: Option<&'static str>,
 }
-
-/// `ip route ... proto bird`: the routes BIRD installs.
-pub const BIRD_ROUTE_PROTOCOL: u8 = 12;
 
 #[derive(Debug, Serialize)]
 pub struct Status {

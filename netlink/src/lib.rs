@@ -26,8 +26,8 @@ pub use monitor::{RouteEvent, RouteMonitor};
 pub use neigh::Neighbour;
 pub use netns::Netns;
 pub use route::{
-    Route, RouteKind, RouteSpec, AGENT_ROUTE_PROTOCOL, NO_POD_GATEWAY_ROUTE, POD_GATEWAY,
-    ROUTE_PROTOCOL,
+    route_origin, Route, RouteKind, RouteSpec, AGENT_ROUTE_PROTOCOL, BIRD_ROUTE_PROTOCOL,
+    NO_POD_GATEWAY_ROUTE, POD_GATEWAY, ROUTE_PROTOCOL,
 };
 pub use socket::Netlink;
 pub use uplink::Uplink;

@@ -19,6 +19,23 @@ pub const ROUTE_PROTOCOL: u8 = 118;
 /// the agent changes and deletes only routes carrying it.
 pub const AGENT_ROUTE_PROTOCOL: u8 = 119;
 
+/// The protocol number BIRD gives the routes it installs (`proto bird`, RTPROT_BIRD): in BGP
+/// mode the routes to other nodes' blocks and the node's own blackholes carry it.
+pub const BIRD_ROUTE_PROTOCOL: u8 = 12;
+
+/// Who made a route, by its protocol number, in words.
+pub fn route_origin(protocol: u8) -> &'static str {
+    match protocol {
+        2 => "kernel",
+        3 => "boot",
+        4 => "static",
+        BIRD_ROUTE_PROTOCOL => "bird",
+        ROUTE_PROTOCOL => "cni",
+        AGENT_ROUTE_PROTOCOL => "agent",
+        _ => "other",
+    }
+}
+
 /// The address every pod routes to (Calico's): nobody holds it, the node's end of each pod's
 /// veth answers ARP for it by proxy.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);

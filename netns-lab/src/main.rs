@@ -49,6 +49,10 @@ enum Cmd {
         /// Where the cluster's state lives: one SQLite file, or an etcd started in the fabric.
         #[arg(long, value_parser = ["sqlite", "etcd"], default_value = "sqlite")]
         datastore: String,
+        /// Who routes to other nodes' blocks: BIRD on every node by BGP (the seed's way), or
+        /// the agents from the datastore.
+        #[arg(long, value_parser = ["bgp", "datastore"], default_value = "bgp")]
+        routing: String,
         /// Print less.
         #[arg(short, long)]
         quiet: bool,
@@ -80,6 +84,8 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// A node's BGP sessions, as `calicoctl node status` shows them (BGP routing).
+    Bgp { node: String },
     /// A node's pod-network routes in `route`'s layout, node names resolved.
     Routes { node: String },
     /// A node's or pod's interfaces, as `ifconfig` shows them.
@@ -203,6 +209,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pods_per_node,
             encap,
             datastore,
+            routing,
             quiet,
         } => {
             let s = match (scenario, nodes) {
@@ -212,7 +219,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let encap = encap.unwrap_or(s.encapsulation);
             let bins = runtime::Binaries::find()?;
-            let l = up::up(s, encap, &datastore, &bins)?;
+            let l = up::up(s, encap, &datastore, &routing, &bins)?;
             if !quiet {
                 views::next_steps(&l);
             }
@@ -253,6 +260,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let l = LabState::current(lab)?;
             let code = views::node_exec(&l, &node, &command)?;
             return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
+        Cmd::Bgp { node } => {
+            let l = LabState::current(lab)?;
+            print!("{}", views::bgp::status(&l, &node)?);
         }
         Cmd::Routes { node } => {
             let l = LabState::current(lab)?;

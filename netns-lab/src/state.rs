@@ -74,6 +74,14 @@ pub struct LabState {
     /// The lab's etcd process, when it has one.
     #[serde(default)]
     pub etcd: Option<Proc>,
+    /// Who makes the routes to other nodes' blocks: `bgp` (BIRD on every node, the seed's way)
+    /// or `datastore` (the agents themselves).
+    #[serde(default = "datastore_routing")]
+    pub routing: String,
+}
+
+fn datastore_routing() -> String {
+    "datastore".into()
 }
 
 fn sqlite() -> String {
@@ -140,6 +148,19 @@ impl LabState {
 
     pub fn node_dir(&self, node: &str) -> PathBuf {
         self.dir().join("nodes").join(node)
+    }
+
+    pub fn bgp(&self) -> bool {
+        self.routing == "bgp"
+    }
+
+    /// The protocol number of the routes to blocks: BIRD's in BGP mode, else the agent's.
+    pub fn block_route_protocol(&self) -> u8 {
+        if self.bgp() {
+            podnet_netlink::BIRD_ROUTE_PROTOCOL
+        } else {
+            podnet_netlink::AGENT_ROUTE_PROTOCOL
+        }
     }
 
     /// Writes state.json atomically.

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_netlink::netns::{self, Netns};
-use podnet_netlink::{Netlink, Uplink, AGENT_ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, Uplink};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -37,8 +37,35 @@ pub fn resolve_encap(asked: Encap) -> Encap {
     }
 }
 
-pub fn up(scenario: Scenario, encap: Encap, datastore: &str, bins: &Binaries) -> Result<LabState> {
+/// BGP routing needs BIRD 2 on this machine: say how to get it, or how to do without.
+fn check_bird() -> Result<()> {
+    let found = Command::new("bird")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        bail!(
+            "the lab routes by BGP, as the seed's cluster does, and needs BIRD 2 for it (Debian package bird2, \
+             2.0.12 or newer): `apt-get install bird2` (`cargo xtask lab` installs it), \
+             or `podnet-lab up --routing datastore` to have the agents write the routes themselves"
+        );
+    }
+    Ok(())
+}
+
+pub fn up(
+    scenario: Scenario,
+    encap: Encap,
+    datastore: &str,
+    routing: &str,
+    bins: &Binaries,
+) -> Result<LabState> {
     let started = Instant::now();
+    if routing == "bgp" {
+        check_bird()?;
+    }
     if state::dir(&scenario.name).join("state.json").exists() {
         bail!(
             "lab {} is already up (or left over): run `podnet-lab down` first",
@@ -67,6 +94,7 @@ pub fn up(scenario: Scenario, encap: Encap, datastore: &str, bins: &Binaries) ->
         complete: false,
         datastore: datastore.to_string(),
         etcd: None,
+        routing: routing.to_string(),
     };
     lab.save()?;
     // From here on, a failure removes everything this `up` made.
@@ -78,12 +106,17 @@ pub fn up(scenario: Scenario, encap: Encap, datastore: &str, bins: &Binaries) ->
         return Err(e);
     }
     eprintln!(
-        "lab {} is up in {:.1} s ({} nodes, {} pods, {})",
+        "lab {} is up in {:.1} s ({} nodes, {} pods, {}, routes by {})",
         lab.name,
         started.elapsed().as_secs_f64(),
         lab.nodes.len(),
         lab.pods.len(),
-        lab.encapsulation
+        lab.encapsulation,
+        if lab.bgp() {
+            "BGP (BIRD)"
+        } else {
+            "the agents"
+        }
     );
     Ok(lab)
 }
@@ -235,6 +268,7 @@ fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
             &node.ip.to_string(),
         ])
         .args(["--encapsulation", &lab.encapsulation])
+        .args(["--routing", &lab.routing])
         .args([
             "--pool",
             &pool.cidr.to_string(),
@@ -264,7 +298,8 @@ fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
     lab.save()
 }
 
-/// Waits until every node's kernel has a route to every node's block.
+/// Waits until every node's kernel has a route to every node's block (the agent's, or BIRD's
+/// in BGP mode).
 fn wait_for_routes(lab: &LabState) -> Result<()> {
     let n = lab.nodes.len();
     let mut sockets: Vec<Netlink> = lab
@@ -275,6 +310,7 @@ fn wait_for_routes(lab: &LabState) -> Result<()> {
     let start = Instant::now();
     let mut progress = Progress::new("agents ready", n);
     let mut ready = vec![false; n];
+    let protocol = lab.block_route_protocol();
     while ready.iter().any(|r| !r) {
         if start.elapsed() > Duration::from_secs(60 + n as u64 / 2) {
             let late: Vec<&str> = lab
@@ -306,7 +342,7 @@ fn wait_for_routes(lab: &LabState) -> Result<()> {
             let owned = nl
                 .routes()?
                 .iter()
-                .filter(|r| r.protocol == AGENT_ROUTE_PROTOCOL)
+                .filter(|r| r.protocol == protocol)
                 .count();
             if owned >= n {
                 ready[i] = true;

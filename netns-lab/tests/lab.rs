@@ -99,6 +99,22 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
     let result = std::panic::catch_unwind(|| {
         let report = ok(&["test"]);
         assert!(report.contains("0 failed"), "{report}");
+        assert!(
+            report.contains("PASS  sung-ubuntu04: every BGP session is Established"),
+            "{report}"
+        );
+        assert!(report.contains("made by BIRD (proto bird)"), "{report}");
+        let bgp = ok(&["bgp", "sung-ubuntu04"]);
+        assert_eq!(
+            bgp.matches("| node-to-node mesh | up    |").count(),
+            4,
+            "{bgp}"
+        );
+        let explain = ok(&["explain", "ubuntu-test", "multi-container"]);
+        assert!(
+            explain.contains("learned by BGP from sung-ubuntu05 (192.168.110.104, AS 64512), node-to-node mesh session Established"),
+            "{explain}"
+        );
         assert!(report.contains("PASS  trace ubuntu-test -> multi-container is 192.168.110.103, 10.233.78.0, 10.233.78.3"), "{report}");
         let pods = ok(&["get", "pods", "-o", "wide"]);
         assert!(
@@ -119,9 +135,9 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             "{routes}"
         );
         assert!(
-            routes
-                .lines()
-                .any(|l| l.starts_with("10.233.78.0     ") && l.contains("255.255.255.0   UG")),
+            routes.lines().any(|l| l.starts_with("10.233.78.0     ")
+                && l.contains("255.255.255.0   UG")
+                && l.ends_with(" bird")),
             "{routes}"
         );
         let ifc = ok(&["ifconfig", "ubuntu-test"]);
@@ -247,14 +263,24 @@ fn generated_and_file_scenarios() {
     );
 }
 
+/// The seed on etcd, with the agents writing the routes (no BIRD).
 #[test]
 #[serial(seed_lab)]
 #[ignore = "needs root"]
 fn seed_lab_on_etcd() {
     let before = host_snapshot();
-    ok(&["up", "--quiet", "--datastore", "etcd"]);
+    ok(&[
+        "up",
+        "--quiet",
+        "--datastore",
+        "etcd",
+        "--routing",
+        "datastore",
+    ]);
     let report = lab(&["test"]);
     let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    assert!(text.contains("made by the agent (proto 119)"), "{text}");
+    assert!(!text.contains("BGP session"), "{text}");
     let nodes = lab(&["get", "nodes", "-o", "wide"]);
     ok(&["down"]);
     assert!(
@@ -269,4 +295,25 @@ fn seed_lab_on_etcd() {
     );
     assert_gone(&before);
     assert!(lab_processes().is_empty(), "left: {:?}", lab_processes());
+}
+
+/// BGP routing needs BIRD: without it `up` says how to get it, and makes nothing.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn without_bird_up_says_how_to_get_it_and_makes_nothing() {
+    let before = host_snapshot();
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(LAB)
+        .args(["up", "--quiet"])
+        .env("PATH", empty.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("bird2") && err.contains("--routing datastore"),
+        "{err}"
+    );
+    assert_gone(&before);
 }

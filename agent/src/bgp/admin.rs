@@ -19,6 +19,13 @@ pub enum BgpCmd {
         #[arg(short, long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// The route BIRD has for an address, and where it learned it (JSON).
+    Route {
+        addr: Ipv4Addr,
+        /// The agent's state folder (BIRD's socket is in `bird/` there).
+        #[arg(long, default_value = "/var/lib/podnet")]
+        state_dir: PathBuf,
+    },
     /// Explicit BGP peers (a rack's router): for every node, or one.
     Peer {
         #[command(subcommand)]
@@ -111,6 +118,17 @@ pub fn run(cmd: BgpCmd) -> Result<(), Error> {
                     serde_json::to_string_pretty(&s).expect("status serializes")
                 ),
             }
+            Ok(())
+        }
+        BgpCmd::Route { addr, state_dir } => {
+            let route = Paths::new(&state_dir)
+                .control()
+                .and_then(|mut c| c.route_for(addr))
+                .map_err(|e| Error::Settings(format!("ask BIRD for the route to {addr}: {e}")))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&route).expect("a route serializes")
+            );
             Ok(())
         }
         BgpCmd::Peer { command } => peer(command),

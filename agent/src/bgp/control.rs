@@ -185,6 +185,82 @@ impl Control {
     pub fn protocols(&mut self) -> Result<Vec<Protocol>, ControlError> {
         Ok(parse_protocols(&self.request("show protocols all")?))
     }
+
+    /// `show route for ADDR all`: the best route BIRD has for an address; `None` if it has
+    /// none (BIRD's 8001 "Network not found").
+    pub fn route_for(
+        &mut self,
+        addr: std::net::Ipv4Addr,
+    ) -> Result<Option<RouteInfo>, ControlError> {
+        match self.request(&format!("show route for {addr} all")) {
+            Ok(r) => Ok(parse_route(&r)),
+            Err(ControlError::Refused { code: 8001, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// BIRD's best route for a destination, from `show route for X all`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RouteInfo {
+    pub network: String,
+    /// The BIRD protocol it came from (`Mesh_192_168_110_104`, `podnet_blocks`).
+    pub protocol: String,
+    /// When BIRD learned it.
+    pub since: String,
+    /// `BGP univ`, `static univ`.
+    pub kind: String,
+    /// `via 192.168.110.104 on ens3`, or `blackhole`.
+    pub via: String,
+    pub bgp_next_hop: Option<String>,
+    pub bgp_as_path: Option<String>,
+    pub bgp_local_pref: Option<String>,
+}
+
+/// Reads the first (best) route of a `show route ... all` reply.
+pub fn parse_route(r: &Reply) -> Option<RouteInfo> {
+    let mut info: Option<RouteInfo> = None;
+    for (code, text) in &r.lines {
+        let trimmed = text.trim();
+        match (&mut info, *code) {
+            (None, 1007) if text.starts_with(|c: char| c.is_ascii_digit()) => {
+                let mut words = trimmed.split_whitespace();
+                let network = words.next()?.to_string();
+                let kind = words.next().unwrap_or_default();
+                let inside = trimmed.split_once('[')?.1.split_once(']')?.0;
+                let (protocol, since) = inside.split_once(' ').unwrap_or((inside, ""));
+                info = Some(RouteInfo {
+                    network,
+                    protocol: protocol.to_string(),
+                    since: since.to_string(),
+                    via: if kind == "blackhole" {
+                        "blackhole".into()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                });
+            }
+            (Some(_), 1007) if text.starts_with(|c: char| c.is_ascii_digit()) => break,
+            (Some(i), _) => {
+                if let Some(v) = trimmed.strip_prefix("via ") {
+                    if i.via.is_empty() {
+                        i.via = format!("via {v}");
+                    }
+                } else if let Some(v) = trimmed.strip_prefix("Type: ") {
+                    i.kind = v.to_string();
+                } else if let Some(v) = trimmed.strip_prefix("BGP.next_hop: ") {
+                    i.bgp_next_hop = Some(v.to_string());
+                } else if let Some(v) = trimmed.strip_prefix("BGP.as_path:") {
+                    i.bgp_as_path = Some(v.trim().to_string());
+                } else if let Some(v) = trimmed.strip_prefix("BGP.local_pref: ") {
+                    i.bgp_local_pref = Some(v.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    info
 }
 
 /// A row of `show protocols` (with the details `show protocols all` adds for BGP).
@@ -347,6 +423,28 @@ mod tests {
             .lines
             .iter()
             .any(|(c, l)| *c == 1012 && l.contains("BGP.next_hop: 192.168.110.104")));
+    }
+
+    #[test]
+    fn a_route_reads_as_its_origin() {
+        let r = parse_route(&reply(include_str!("replies/show_route_for.txt"))).unwrap();
+        assert_eq!(
+            r,
+            RouteInfo {
+                network: "10.233.78.0/24".into(),
+                protocol: "Mesh_192_168_110_104".into(),
+                since: "20:14:20.804".into(),
+                kind: "BGP univ".into(),
+                via: "via 192.168.110.104 on ens3".into(),
+                bgp_next_hop: Some("192.168.110.104".into()),
+                bgp_as_path: Some(String::new()),
+                bgp_local_pref: Some("100".into()),
+            }
+        );
+        assert_eq!(
+            parse_route(&reply(include_str!("replies/show_protocols.txt"))),
+            None
+        );
     }
 
     #[test]

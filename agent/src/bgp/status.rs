@@ -17,6 +17,7 @@ pub struct PeerStatus {
     pub info: String,
     pub protocol: String,
     pub routes_imported: u64,
+    pub neighbor_as: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,6 +47,7 @@ pub fn rows(protocols: &[Protocol]) -> Vec<PeerStatus> {
                 info: p.bgp_state.clone().unwrap_or_else(|| p.info.clone()),
                 protocol: p.name.clone(),
                 routes_imported: p.routes_imported,
+                neighbor_as: p.neighbor_as,
             }
         })
         .collect()

@@ -335,8 +335,7 @@ impl Cluster {
     }
 }
 
-/// `ip route ... proto bird`.
-pub const BIRD_ROUTE_PROTOCOL: u8 = 12;
+pub use podnet_netlink::BIRD_ROUTE_PROTOCOL;
 
 /// Like [`wait_for`], but says whether it happened instead of panicking.
 pub fn wait_for_quietly(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {

@@ -145,6 +145,24 @@ fn describe_ip(p: &[u8]) -> String {
             format!("IP {src} > {dst}: UDP 4789 VXLAN vni {vni}, inner {inner}")
         }
         17 => format!("IP {src} > {dst}: UDP"),
+        6 if rest.len() >= 20 => {
+            let (sport, dport) = (
+                u16::from_be_bytes([rest[0], rest[1]]),
+                u16::from_be_bytes([rest[2], rest[3]]),
+            );
+            let data = rest.get(usize::from(rest[12] >> 4) * 4..).unwrap_or(&[]);
+            // The IP total length bounds the payload (frames may carry Ethernet padding).
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+            let data = &data[..data
+                .len()
+                .min(total.saturating_sub(ihl + usize::from(rest[12] >> 4) * 4))];
+            let what = if (sport == 179 || dport == 179) && !data.is_empty() {
+                format!("BGP {}", super::bgp_wire::describe(data))
+            } else {
+                "TCP".to_string()
+            };
+            format!("IP {src}.{sport} > {dst}.{dport}: {what}")
+        }
         6 => format!("IP {src} > {dst}: TCP"),
         other => format!("IP {src} > {dst}: protocol {other}"),
     }
@@ -178,5 +196,31 @@ mod tests {
         write_pcap(&mut pcap, &[f]).unwrap();
         assert_eq!(&pcap[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
         assert_eq!(pcap.len(), 24 + 16 + 14 + 20 + 24);
+    }
+
+    #[test]
+    fn bgp_on_tcp_179_is_decoded() {
+        let mut keepalive = vec![0xffu8; 16];
+        keepalive.extend([0, 19, 4]);
+        let mut tcp = vec![
+            0xb3, 0x10, 0, 179, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x18, 0, 0, 0, 0, 0, 0,
+        ];
+        tcp.extend(&keepalive);
+        let mut packet = ipv4(6, [192, 168, 110, 103], [192, 168, 110, 104], &tcp);
+        let total = (packet.len() as u16).to_be_bytes();
+        packet[2] = total[0];
+        packet[3] = total[1];
+        packet.extend([0, 0, 0]); // Ethernet padding is not BGP
+        let mut frame = vec![0u8; 12];
+        frame.extend([0x08, 0x00]);
+        frame.extend(packet);
+        let f = Frame {
+            at: SystemTime::now(),
+            data: frame,
+        };
+        assert_eq!(
+            summary(&f),
+            "IP 192.168.110.103.45840 > 192.168.110.104.179: BGP KEEPALIVE"
+        );
     }
 }

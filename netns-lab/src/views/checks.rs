@@ -8,7 +8,7 @@ use crate::runtime::{self, Binaries};
 use crate::state::{self, LabState, PodState};
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
-use podnet_netlink::{Netlink, Netns, RouteKind, AGENT_ROUTE_PROTOCOL, ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, Netns, RouteKind, ROUTE_PROTOCOL};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -147,11 +147,27 @@ pub fn test(lab: &LabState) -> Result<bool> {
             outcome,
         );
     }
+    let made_by = if lab.bgp() {
+        "BIRD (proto bird)"
+    } else {
+        "the agent (proto 119)"
+    };
     for node in &lab.scenario.nodes {
         t.check(
-            &format!("{}: pod-network routes match the cluster", node.name),
+            &format!(
+                "{}: pod-network routes match the cluster, made by {made_by}",
+                node.name
+            ),
             node_routes(lab, &inv, &node.name),
         );
+    }
+    if lab.bgp() {
+        for node in &lab.scenario.nodes {
+            t.check(
+                &format!("{}: every BGP session is Established", node.name),
+                super::bgp::all_established(lab, &node.name).map(drop),
+            );
+        }
     }
 
     if lab.pod("ubuntu-test").is_ok() && lab.pod("multi-container").is_ok() {
@@ -220,9 +236,10 @@ fn node_routes(lab: &LabState, inv: &Inventory, node: &str) -> Result<(), String
         .map(|l| (l.index, l.name))
         .collect();
     let routes = nl.routes().map_err(|e| e.to_string())?;
+    let protocol = lab.block_route_protocol();
     let mut have: Vec<String> = routes
         .iter()
-        .filter(|r| r.protocol == AGENT_ROUTE_PROTOCOL)
+        .filter(|r| r.protocol == protocol)
         .map(|r| match r.kind {
             RouteKind::Blackhole => format!("blackhole {}", r.dst),
             RouteKind::Unicast => format!(

@@ -96,8 +96,21 @@ pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
         src_pod.node,
         node.show(&r, dst),
         far.name,
-        block.map(|b| format!(" {}", b.dst)).unwrap_or_default()
+        block.as_ref().map(|b| format!(" {}", b.dst)).unwrap_or_default()
     );
+    let made_by = match block.as_ref().map(|b| b.protocol) {
+        Some(podnet_netlink::BIRD_ROUTE_PROTOCOL) => format!(
+            "BIRD installed it (proto bird): {}",
+            super::bgp::origin(lab, &src_pod.node, dst)?
+        ),
+        Some(podnet_netlink::AGENT_ROUTE_PROTOCOL) => format!(
+            "podnet-agent on {} wrote it (proto 119) from the datastore, where {} registered its block",
+            src_pod.node, far.name
+        ),
+        Some(p) => format!("made by {}", podnet_netlink::route_origin(p)),
+        None => "no block route matched".into(),
+    };
+    out += &format!("   Where the route came from: {made_by}.\n");
     let outer = node.lookup(far.ip)?;
     let outer_src = outer
         .pref_source

@@ -1,5 +1,7 @@
 //! The commands that look at a lab: tables, routes, interfaces, traceroute, checks.
 
+pub mod bgp;
+mod bgp_wire;
 pub mod capture;
 mod checks;
 mod exec;

@@ -1,5 +1,6 @@
 //! `routes NODE`: the node's routing table in `route`'s layout, node names resolved as
-//! /etc/hosts would (the seed's table, row for row).
+//! /etc/hosts would (the seed's table, row for row), with who made each route at the end
+//! (`bird`, `agent`, `cni`, `kernel`).
 
 use crate::inventory::Inventory;
 use crate::state::LabState;
@@ -20,8 +21,8 @@ pub fn routes(lab: &LabState, node: &str) -> Result<String> {
     routes.sort_by_key(|r| (u32::from(r.dst.network()), r.dst.prefix_len()));
     let mut out = String::from("Kernel IP routing table\n");
     out.push_str(&format!(
-        "{:<16}{:<16}{:<16}{:<6}{:<7}{:<7}{:>3} {}\n",
-        "Destination", "Gateway", "Genmask", "Flags", "Metric", "Ref", "Use", "Iface"
+        "{:<16}{:<16}{:<16}{:<6}{:<7}{:<7}{:>3} {:<16}{}\n",
+        "Destination", "Gateway", "Genmask", "Flags", "Metric", "Ref", "Use", "Iface", "Origin"
     ));
     for r in &routes {
         let gateway = match r.gateway {
@@ -44,7 +45,7 @@ pub fn routes(lab: &LabState, node: &str) -> Result<String> {
             (_, None) => "*".to_string(),
         };
         out.push_str(&format!(
-            "{:<16}{:<16}{:<16}{:<6}{:<7}{:<7}{:>3} {}\n",
+            "{:<16}{:<16}{:<16}{:<6}{:<7}{:<7}{:>3} {:<16}{}\n",
             r.dst.network().to_string(),
             gateway,
             netmask(r.dst).to_string(),
@@ -52,7 +53,8 @@ pub fn routes(lab: &LabState, node: &str) -> Result<String> {
             0,
             0,
             0,
-            iface
+            iface,
+            podnet_netlink::route_origin(r.protocol)
         ));
     }
     out.push_str(&format!(

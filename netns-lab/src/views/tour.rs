@@ -73,6 +73,15 @@ pub fn tour(lab: &LabState, lang: Lang) -> Result<()> {
             ],
         ),
     ];
+    let mut exercises = exercises;
+    if lab.bgp() {
+        // The step the seed leaves implicit: where the routes of exercise 3 come from.
+        exercises[2].2.insert(1, step(
+            &["bgp", "sung-ubuntu04"],
+            "How does sung-ubuntu04 know that 10.233.78.0/24 is behind sung-ubuntu05? Nobody wrote that route by hand: every node runs BIRD, a BGP speaker, with a session (TCP 179) to every other node, the node-to-node mesh. sung-ubuntu05 announces its block with itself as the next hop, and sung-ubuntu04's BIRD installs the route ('bird' in the Origin column above). `explain` below shows BIRD's own answer for the route.",
+            "sung-ubuntu04 는 10.233.78.0/24 가 sung-ubuntu05 뒤에 있다는 것을 어떻게 알까요? 누가 손으로 넣은 경로가 아닙니다. 모든 노드에서 BGP 데몬 BIRD 가 돌고, 다른 모든 노드와 세션(TCP 179)을 맺습니다 (node-to-node mesh). sung-ubuntu05 가 자기 블록을 자기 주소를 next hop 으로 광고하면, sung-ubuntu04 의 BIRD 가 그 경로를 커널에 넣습니다 (위 표의 Origin 칸의 'bird'). 아래 explain 이 그 경로에 대한 BIRD 의 답을 보여 줍니다.",
+        ));
+    }
     let bin_dir = std::env::current_exe()?.parent().map(|p| p.to_path_buf());
     for (title_en, title_ko, mut steps) in exercises {
         // podnet-ipam show reads the SQLite file; an etcd lab has none.
