@@ -61,3 +61,40 @@ fn ipip_cluster_routes_through_tunl0_and_pods_reach_across() {
     });
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+/// BGP routing with IPIP, as the seed's cluster runs: BIRD installs `via <node> dev tunl0
+/// onlink` (stock BIRD's ifname/onlink/gw attributes), and pods reach across.
+#[test]
+#[ignore = "needs root and a kernel with IPIP (cargo xtask test runs it in the VM)"]
+fn ipip_bgp_routes_are_birds_via_tunl0_onlink() {
+    let mut c = Cluster::new("ipipbgp", 3);
+    c.agent_flags = vec!["--routing".into(), "bgp".into()];
+    c.start_all("ipip");
+    wait_for(
+        Duration::from_secs(60),
+        "BIRD routes to every block",
+        || (0..3).all(|i| c.bird_routes(i).len() == 3),
+    );
+    let tunl = c.netlink(0).link("tunl0").unwrap().expect("tunl0");
+    let r = c.bird_routes(0);
+    let to2 = r
+        .iter()
+        .find(|r| r.dst.to_string() == "10.233.92.0/24")
+        .unwrap();
+    assert_eq!(
+        (to2.gateway, to2.oif, to2.onlink),
+        (
+            Some("192.168.110.102".parse().unwrap()),
+            Some(tunl.index),
+            true
+        )
+    );
+    assert!(r
+        .iter()
+        .any(|r| r.dst.to_string() == "10.233.91.0/24"
+            && r.kind == podnet_netlink::RouteKind::Blackhole));
+    assert!(c.owned_routes(0).is_empty(), "no agent routes in BGP mode");
+    let (a, _) = add_pod(&c, 0, "pod-a");
+    let (_b, ip_b) = add_pod(&c, 2, "pod-b");
+    assert!(ping(&a, &ip_b), "through tunl0 on BIRD's route");
+}

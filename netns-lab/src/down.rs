@@ -22,6 +22,7 @@ pub fn down(name: &str) -> Result<()> {
             .nodes
             .iter()
             .filter_map(|n| n.agent.clone())
+            .chain(lab.routers.iter().cloned())
             .chain(
                 lab.pods
                     .iter()

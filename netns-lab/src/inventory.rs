@@ -44,6 +44,14 @@ impl Inventory {
             }
         }
         names.insert(lab.scenario.gateway, "fabric gateway".into());
+        for r in &lab.scenario.routers {
+            for (net, ip) in &r.interfaces {
+                names.insert(
+                    *ip,
+                    format!("router {} ({})", r.name, crate::routers::interface(net)),
+                );
+            }
+        }
         Inventory {
             names,
             hosts,

@@ -5,6 +5,7 @@ mod down;
 mod inventory;
 mod procs;
 mod progress;
+mod routers;
 mod runtime;
 mod scenario;
 mod serve;
@@ -53,6 +54,9 @@ enum Cmd {
         /// the agents from the datastore.
         #[arg(long, value_parser = ["bgp", "datastore"], default_value = "bgp")]
         routing: String,
+        /// No encapsulation between nodes of the same subnet (only between racks).
+        #[arg(long)]
+        cross_subnet: bool,
         /// Print less.
         #[arg(short, long)]
         quiet: bool,
@@ -210,13 +214,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             encap,
             datastore,
             routing,
+            cross_subnet,
             quiet,
         } => {
-            let s = match (scenario, nodes) {
+            let mut s = match (scenario, nodes) {
                 (Some(path), _) => Scenario::load(&path)?,
                 (None, Some(n)) => Scenario::generated(n, pods_per_node)?,
                 (None, None) => Scenario::seed(),
             };
+            s.cross_subnet |= cross_subnet;
             let encap = encap.unwrap_or(s.encapsulation);
             let bins = runtime::Binaries::find()?;
             let l = up::up(s, encap, &datastore, &routing, &bins)?;

@@ -64,7 +64,50 @@ pub struct Node {
     pub block: Option<Ipv4Net>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// The segment (a rack's L2 network) the node is cabled to; the fabric when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
+    /// The node's own BGP AS (BGP routing); the cluster's when absent.
+    #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+    pub as_number: Option<u32>,
 }
+
+/// Another L2 network beside the fabric (a rack): a bridge of its own, joined to the others only
+/// by routers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Segment {
+    pub name: String,
+    pub subnet: Ipv4Net,
+}
+
+/// A router namespace running BIRD (a rack's top-of-rack router): one interface per network
+/// it is on (`fabric` or a segment's name), forwarding on. It peers by eBGP with the nodes on
+/// its segments and with the routers it shares a network with, keeping BGP next hops.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Router {
+    pub name: String,
+    #[serde(rename = "as")]
+    pub as_number: u32,
+    /// Network name -> the router's address there.
+    pub interfaces: BTreeMap<String, Ipv4Addr>,
+}
+
+/// The cluster's BGP settings the lab writes before the agents start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpScenario {
+    #[serde(default = "default_true")]
+    pub node_to_node_mesh: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// The name routers use for the fabric in `interfaces`.
+pub const FABRIC: &str = "fabric";
 
 /// A Kubernetes Pod manifest: the fields the lab uses; everything else (volumes, dnsConfig,
 /// imagePullPolicy...) is accepted and ignored, so real manifests load as they are.
@@ -137,6 +180,15 @@ pub struct Scenario {
     pub nodes: Vec<Node>,
     #[serde(default)]
     pub pods: Vec<PodEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub segments: Vec<Segment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routers: Vec<Router>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpScenario>,
+    /// No encapsulation between nodes of one subnet (`--cross-subnet` of the agents).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cross_subnet: bool,
 }
 
 fn default_encap() -> Encap {
@@ -203,6 +255,8 @@ impl Scenario {
                 ip: Ipv4Addr::new(10, 0, (1 + i / 250) as u8, (i % 250 + 1) as u8),
                 block: None,
                 roles: Vec::new(),
+                segment: None,
+                as_number: None,
             })
             .collect();
         let pods = (0..n)
@@ -241,9 +295,55 @@ impl Scenario {
             },
             nodes,
             pods,
+            segments: Vec::new(),
+            routers: Vec::new(),
+            bgp: None,
+            cross_subnet: false,
         };
         s.validate()?;
         Ok(s)
+    }
+
+    /// The subnet of a network (`fabric` or a segment).
+    pub fn subnet(&self, network: &str) -> Option<Ipv4Net> {
+        if network == FABRIC {
+            return Some(self.fabric);
+        }
+        self.segments
+            .iter()
+            .find(|s| s.name == network)
+            .map(|s| s.subnet)
+    }
+
+    /// The network a node is on.
+    pub fn network_of<'a>(&'a self, node: &'a Node) -> &'a str {
+        node.segment.as_deref().unwrap_or(FABRIC)
+    }
+
+    /// A node's subnet and default gateway: the fabric's gateway, or its segment's router.
+    pub fn uplink_of(&self, node: &Node) -> (Ipv4Net, Ipv4Addr) {
+        let net = self.network_of(node);
+        let subnet = self.subnet(net).expect("validated");
+        let gateway = match node.segment {
+            None => self.gateway,
+            Some(_) => self
+                .routers
+                .iter()
+                .find_map(|r| r.interfaces.get(net).copied())
+                .expect("validated: every segment has a router"),
+        };
+        (subnet, gateway)
+    }
+
+    /// The routers a node peers with: those on its segment (none on the fabric).
+    pub fn routers_of<'a>(
+        &'a self,
+        node: &'a Node,
+    ) -> impl Iterator<Item = (&'a Router, Ipv4Addr)> {
+        let net = node.segment.as_deref();
+        self.routers
+            .iter()
+            .filter_map(move |r| net.and_then(|n| r.interfaces.get(n).map(|ip| (r, *ip))))
     }
 
     pub fn pods(&self) -> Vec<Pod> {
@@ -269,13 +369,24 @@ impl Scenario {
             if !names.insert(n.name.as_str()) {
                 bail!("node {} appears twice", n.name);
             }
-            if !self.fabric.contains(&n.ip) || !ips.insert(n.ip) {
+            let net = self.network_of(n);
+            let subnet = self
+                .subnet(net)
+                .with_context(|| format!("node {}: no segment {net}", n.name))?;
+            if !subnet.contains(&n.ip) || !ips.insert(n.ip) {
                 bail!(
-                    "node {}: address {} is outside fabric {} or taken",
+                    "node {}: address {} is outside {} {subnet} or taken",
                     n.name,
                     n.ip,
-                    self.fabric
+                    if n.segment.is_some() {
+                        "segment"
+                    } else {
+                        "fabric"
+                    },
                 );
+            }
+            if n.as_number == Some(0) {
+                bail!("node {}: AS 0 is reserved", n.name);
             }
             if let Some(b) = n.block {
                 if !self.pool.cidr.contains(&b)
@@ -294,6 +405,7 @@ impl Scenario {
         if self.nodes.is_empty() {
             bail!("a scenario needs at least one node");
         }
+        self.validate_networks(&mut names, &mut ips)?;
         let mut pods = HashSet::new();
         for p in &self.pods {
             let m = p
@@ -319,6 +431,77 @@ impl Scenario {
             }
             if m.spec.containers.is_empty() {
                 bail!("pod {} has no containers", m.metadata.name);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Scenario {
+    /// Segments apart from the fabric and each other, each with a router; routers on known
+    /// networks with addresses inside them; names not taken by nodes.
+    fn validate_networks<'a>(
+        &'a self,
+        names: &mut HashSet<&'a str>,
+        ips: &mut HashSet<Ipv4Addr>,
+    ) -> Result<()> {
+        let mut nets = vec![(FABRIC, self.fabric)];
+        for seg in &self.segments {
+            valid_name("segment name", &seg.name)?;
+            if seg.name.len() > 12 {
+                bail!(
+                    "segment name {:?} is longer than 12 characters (it names a bridge)",
+                    seg.name
+                );
+            }
+            if let Some((other, _)) = nets.iter().find(|(n, net)| {
+                *n == seg.name
+                    || net.contains(&seg.subnet.network())
+                    || seg.subnet.contains(&net.network())
+            }) {
+                bail!(
+                    "segment {} overlaps {other} (names and subnets must be distinct)",
+                    seg.name
+                );
+            }
+            nets.push((seg.name.as_str(), seg.subnet));
+        }
+        for r in &self.routers {
+            valid_name("router name", &r.name)?;
+            if !names.insert(r.name.as_str()) {
+                bail!(
+                    "router name {} is taken by a node or another router",
+                    r.name
+                );
+            }
+            if r.as_number == 0 {
+                bail!("router {}: AS 0 is reserved", r.name);
+            }
+            if r.interfaces.is_empty() {
+                bail!("router {} has no interfaces", r.name);
+            }
+            for (net, ip) in &r.interfaces {
+                let subnet = self
+                    .subnet(net)
+                    .with_context(|| format!("router {}: no network {net}", r.name))?;
+                if !subnet.contains(ip) || !ips.insert(*ip) {
+                    bail!(
+                        "router {}: address {ip} is outside {net} {subnet} or taken",
+                        r.name
+                    );
+                }
+            }
+        }
+        for seg in &self.segments {
+            if !self
+                .routers
+                .iter()
+                .any(|r| r.interfaces.contains_key(&seg.name))
+            {
+                bail!(
+                    "segment {} has no router: its nodes could reach nothing",
+                    seg.name
+                );
             }
         }
         Ok(())
@@ -385,6 +568,56 @@ mod tests {
             serde_json::to_value(&s).unwrap(),
             serde_json::to_value(Scenario::seed()).unwrap()
         );
+    }
+
+    #[test]
+    fn racks_need_routers_and_addresses_inside_their_networks() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/two-racks.yaml");
+        let base = std::fs::read_to_string(&path).unwrap();
+        let good = Scenario::parse(&base, |_| unreachable!()).unwrap();
+        let a = good.nodes.iter().find(|n| n.name == "rack2-a").unwrap();
+        assert_eq!(
+            good.uplink_of(a),
+            (
+                "10.10.2.0/24".parse().unwrap(),
+                "10.10.2.1".parse().unwrap()
+            )
+        );
+        assert_eq!(
+            good.routers_of(a)
+                .map(|(r, _)| r.name.as_str())
+                .collect::<Vec<_>>(),
+            ["tor2"]
+        );
+        for (bad, why) in [
+            (
+                base.replace(
+                    "ip: 10.10.2.11, segment: rack2",
+                    "ip: 10.10.1.99, segment: rack2",
+                ),
+                "outside segment",
+            ),
+            (
+                base.replace("segment: rack2, as: 65121", "segment: rack9, as: 65121"),
+                "no segment rack9",
+            ),
+            (
+                base.replace(", rack2: 10.10.2.1}", "}"),
+                "segment rack2 has no router",
+            ),
+            (
+                base.replace("rack1: 10.10.1.1}", "rack1: 10.10.2.77}"),
+                "outside rack1",
+            ),
+            (
+                base.replace("subnet: 10.10.2.0/24", "subnet: 10.10.0.0/16"),
+                "overlaps",
+            ),
+            (base.replace("name: tor2", "name: rack2-b"), "taken"),
+        ] {
+            let e = Scenario::parse(&bad, |_| unreachable!()).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{why}: {e:#}");
+        }
     }
 
     #[test]

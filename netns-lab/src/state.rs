@@ -78,6 +78,9 @@ pub struct LabState {
     /// or `datastore` (the agents themselves).
     #[serde(default = "datastore_routing")]
     pub routing: String,
+    /// The BIRDs of the scenario's routers.
+    #[serde(default)]
+    pub routers: Vec<Proc>,
 }
 
 fn datastore_routing() -> String {

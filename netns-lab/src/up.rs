@@ -63,8 +63,14 @@ pub fn up(
     bins: &Binaries,
 ) -> Result<LabState> {
     let started = Instant::now();
-    if routing == "bgp" {
+    if routing == "bgp" || !scenario.routers.is_empty() {
         check_bird()?;
+    }
+    if routing != "bgp" && !scenario.segments.is_empty() {
+        bail!(
+            "scenario {} has racks joined by routers, which learn the pods' blocks only by BGP: use --routing bgp",
+            scenario.name
+        );
     }
     if state::dir(&scenario.name).join("state.json").exists() {
         bail!(
@@ -72,12 +78,18 @@ pub fn up(
             scenario.name
         );
     }
-    for name in scenario.nodes.iter().map(|n| n.name.clone()).chain(
-        scenario
-            .pods()
-            .iter()
-            .map(|p| p.manifest.metadata.name.clone()),
-    ) {
+    for name in scenario
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .chain(scenario.routers.iter().map(|r| r.name.clone()))
+        .chain(
+            scenario
+                .pods()
+                .iter()
+                .map(|p| p.manifest.metadata.name.clone()),
+        )
+    {
         if std::path::Path::new(&LabState::netns_path(&name)).exists() {
             bail!("a network namespace named {name} already exists (/run/netns/{name}); remove it or rename the lab's");
         }
@@ -95,6 +107,7 @@ pub fn up(
         datastore: datastore.to_string(),
         etcd: None,
         routing: routing.to_string(),
+        routers: Vec::new(),
     };
     lab.save()?;
     // From here on, a failure removes everything this `up` made.
@@ -137,6 +150,11 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
     if lab.datastore == "etcd" {
         start_etcd(lab)?;
     }
+    crate::routers::write_bgp_settings(lab)?;
+    if !lab.scenario.routers.is_empty() {
+        lab.routers = crate::routers::start(lab)?;
+        lab.save()?;
+    }
     start_agents(lab, bins)?;
     register_pods(lab)?;
     // Pod namespaces need no agent: make them while the agents converge.
@@ -161,8 +179,10 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
     lab.save()
 }
 
-/// The fabric namespace with bridge `br0` (holding the gateway address), and each node: a
-/// namespace whose `ens3` is a port of the bridge, with its address and a default route.
+/// The fabric namespace with bridge `br0` (holding the gateway address) and a bridge per
+/// segment, each node: a namespace whose `ens3` is a port of its network's bridge, with its
+/// address and a default route (the fabric gateway, or its segment's router), and each router:
+/// a namespace with an interface on each of its networks.
 fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     let fabric_path = LabState::netns_path(&format!("{}-fabric", lab.name));
     let nodes = lab.scenario.nodes.clone();
@@ -176,6 +196,9 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
             agent: None,
         });
     }
+    for r in &lab.scenario.routers {
+        lab.namespaces.push(LabState::netns_path(&r.name));
+    }
     lab.save()?;
     let fabric = netns::create(&fabric_path)?;
     let mut f = fabric.run(Netlink::open)??;
@@ -188,20 +211,60 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     f.set_up(br.index)?;
     let lo = f.link("lo")?.context("lo")?;
     f.set_up(lo.index)?;
+    let mut bridges = vec![(crate::scenario::FABRIC.to_string(), br.index)];
+    for seg in &lab.scenario.segments {
+        let name = format!("br-{}", seg.name);
+        f.add_bridge(&name)?;
+        let b = f.link(&name)?.context("a segment bridge vanished")?;
+        f.set_up(b.index)?;
+        bridges.push((seg.name.clone(), b.index));
+    }
     let mut progress = Progress::new("nodes", nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         let ns = netns::create(LabState::netns_path(&node.name))?;
+        let (subnet, gateway) = lab.scenario.uplink_of(node);
+        let net = lab.scenario.network_of(node);
+        let bridge = bridges.iter().find(|(n, _)| n == net).expect("validated").1;
         f.plug_node(
-            br.index,
+            bridge,
             &ns,
             &Uplink {
                 port: &format!("n{i}"),
-                addr: Ipv4Net::new(node.ip, lab.scenario.fabric.prefix_len())?,
-                gateway: lab.scenario.gateway,
+                addr: Ipv4Net::new(node.ip, subnet.prefix_len())?,
+                gateway,
                 onlink: false,
             },
         )?;
         progress.step();
+    }
+    if !lab.scenario.routers.is_empty() {
+        for r in &lab.scenario.routers {
+            netns::create(LabState::netns_path(&r.name))?;
+        }
+        crate::routers::build(lab, &mut f, &bridges)?;
+        // The fabric namespace (where an etcd would serve) reaches the segments through their
+        // routers.
+        for seg in &lab.scenario.segments {
+            if let Some(via) = lab.scenario.routers.iter().find_map(|r| {
+                r.interfaces
+                    .contains_key(&seg.name)
+                    .then(|| r.interfaces.get(crate::scenario::FABRIC))
+                    .flatten()
+            }) {
+                f.add_route(
+                    &podnet_netlink::RouteSpec {
+                        dst: seg.subnet.trunc(),
+                        kind: podnet_netlink::RouteKind::Unicast,
+                        gateway: Some(*via),
+                        oif: Some(br.index),
+                        scope_link: false,
+                        onlink: false,
+                        protocol: 4,
+                    },
+                    false,
+                )?;
+            }
+        }
     }
     Ok(())
 }
@@ -269,6 +332,7 @@ fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
         ])
         .args(["--encapsulation", &lab.encapsulation])
         .args(["--routing", &lab.routing])
+        .args(lab.scenario.cross_subnet.then_some("--cross-subnet"))
         .args([
             "--pool",
             &pool.cidr.to_string(),

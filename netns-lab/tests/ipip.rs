@@ -52,19 +52,33 @@ fn ipip_seed_lab_reproduces_the_seed() {
         ] {
             assert!(routes.contains(row), "missing `{row}` in\n{routes}");
         }
-        let ip_route = ok(&[
+        // The seed's table, as BIRD installs it (`ip route show proto bird`).
+        let bird = ok(&[
             "node",
             "sung-ubuntu04",
             "--",
             "ip",
             "route",
             "show",
-            "10.233.78.0/24",
+            "proto",
+            "bird",
         ]);
+        let mut got: Vec<&str> = bird.lines().map(str::trim).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "10.233.112.0/24 via 192.168.110.102 dev tunl0 onlink",
+                "10.233.78.0/24 via 192.168.110.104 dev tunl0 onlink",
+                "10.233.91.0/24 via 192.168.110.101 dev tunl0 onlink",
+                "10.233.95.0/24 via 192.168.110.100 dev tunl0 onlink",
+                "blackhole 10.233.99.0/24",
+            ],
+            "{bird}"
+        );
         assert!(
-            ip_route.contains("10.233.78.0/24 via 192.168.110.104 dev tunl0")
-                && ip_route.contains("onlink"),
-            "{ip_route}"
+            report.contains("PASS  sung-ubuntu04: every BGP session is Established"),
+            "{report}"
         );
     });
 }

@@ -317,3 +317,97 @@ fn without_bird_up_says_how_to_get_it_and_makes_nothing() {
     );
     assert_gone(&before);
 }
+
+/// `scenarios/two-racks.yaml`: two racks, each a segment with its own router; nodes peer with
+/// their rack's router (no mesh), the routers with each other. Unencapsulated, pods in different
+/// racks talk through the routers, which learned every block; with VXLAN and cross-subnet only
+/// the traffic between racks is encapsulated.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn two_racks_route_by_bgp_through_their_routers() {
+    let _ = lab(&["down", "--all"]);
+    let before = host_snapshot();
+    let before_ns = namespaces();
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/two-racks.yaml");
+    ok(&["up", file, "--quiet"]);
+    let result = std::panic::catch_unwind(|| {
+        let report = ok(&["--lab", "two-racks", "test"]);
+        assert!(report.contains("0 failed"), "{report}");
+        assert!(
+            report.contains("PASS  rack1-a: every BGP session is Established"),
+            "{report}"
+        );
+        let trace = ok(&["--lab", "two-racks", "trace", "client", "far"]);
+        for hop in [
+            "rack1-a (ens3)",
+            "router tor1 (eth-rack1)",
+            "router tor2 (eth-fabric)",
+            "rack2-b (ens3)",
+            "pod far",
+        ] {
+            assert!(trace.contains(hop), "no hop {hop}:\n{trace}");
+        }
+        let routes = ok(&["--lab", "two-racks", "routes", "rack1-a"]);
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("10.244.22.0     10.10.1.1 ") && l.ends_with(" bird")),
+            "another rack's block goes by the rack's router:\n{routes}"
+        );
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("10.244.12.0     rack1-b ") && l.contains(" ens3 ")),
+            "a block in the same rack goes straight to its node:\n{routes}"
+        );
+        let explain = ok(&["--lab", "two-racks", "explain", "client", "far"]);
+        assert!(
+            explain.contains("Router tor1") && explain.contains("Router tor2"),
+            "{explain}"
+        );
+        assert!(
+            explain.contains("learned by BGP from router tor1"),
+            "{explain}"
+        );
+        let bgp = ok(&["--lab", "two-racks", "bgp", "rack1-a"]);
+        assert!(
+            bgp.contains("| 10.10.1.1    | node specific | up "),
+            "{bgp}"
+        );
+        assert_eq!(
+            bgp.matches("| up ").count(),
+            1,
+            "only the rack's router: {bgp}"
+        );
+    });
+    ok(&["--lab", "two-racks", "down"]);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    ok(&["up", file, "--quiet", "--encap", "vxlan", "--cross-subnet"]);
+    let result = std::panic::catch_unwind(|| {
+        let report = ok(&["--lab", "two-racks", "test"]);
+        assert!(report.contains("0 failed"), "{report}");
+        let routes = ok(&["--lab", "two-racks", "routes", "rack1-a"]);
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("10.244.12.0     rack1-b ") && l.contains(" ens3 ")),
+            "same rack: no tunnel\n{routes}"
+        );
+        assert!(
+            routes
+                .lines()
+                .any(|l| l.starts_with("10.244.22.0 ") && l.contains(" vxlan.calico ")),
+            "other rack: VXLAN\n{routes}"
+        );
+    });
+    ok(&["--lab", "two-racks", "down"]);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert_eq!(host_snapshot(), before);
+    assert_eq!(namespaces(), before_ns);
+    assert!(lab_processes().is_empty(), "left: {:?}", lab_processes());
+}

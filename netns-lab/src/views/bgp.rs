@@ -127,11 +127,16 @@ pub fn origin(lab: &LabState, node: &str, addr: Ipv4Addr) -> Result<String> {
         .as_ref()
         .map(|s| s.address.clone())
         .unwrap_or_default();
-    let name = peer
-        .parse()
-        .ok()
-        .and_then(|ip| inv.host_of(ip))
-        .unwrap_or("a peer");
+    let name = match peer.parse() {
+        Ok(ip) => inv
+            .host_of(ip)
+            .map(str::to_string)
+            .unwrap_or_else(|| match inv.describe(ip) {
+                "" => "a peer".to_string(),
+                d => d.to_string(),
+            }),
+        Err(_) => "a peer".to_string(),
+    };
     let mut out = format!("learned by BGP from {name} ({peer}");
     if let Some(asn) = session.as_ref().and_then(|s| s.neighbor_as) {
         out += &format!(", AS {asn}");

@@ -254,7 +254,14 @@ fn node_routes(lab: &LabState, inv: &Inventory, node: &str) -> Result<(), String
         })
         .collect();
     have.sort();
-    let dev = tunnel_device(&lab.encapsulation).unwrap_or("ens3");
+    let me = lab
+        .scenario
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .ok_or(format!("no node {node}"))?;
+    let (subnet, gateway) = lab.scenario.uplink_of(me);
+    let cross = lab.scenario.cross_subnet;
     let mut want: Vec<String> = inv
         .records
         .iter()
@@ -265,13 +272,19 @@ fn node_routes(lab: &LabState, inv: &Inventory, node: &str) -> Result<(), String
                 .iter()
                 .find(|n| n.name == r.name)?
                 .block?;
+            // Off the node's subnet, unencapsulated traffic goes by its router.
+            let same_subnet = subnet.contains(&r.ip);
+            let plain = if same_subnet { r.ip } else { gateway };
             Some(if r.name == node {
                 format!("blackhole {block}")
             } else {
                 match lab.encapsulation.as_str() {
+                    "ipip" | "vxlan" if cross && same_subnet => {
+                        format!("{block} via {plain} dev ens3")
+                    }
                     "ipip" => format!("{block} via {} dev tunl0 onlink", r.ip),
                     "vxlan" => format!("{block} via {} dev vxlan.calico onlink", r.tunnel_ip?),
-                    _ => format!("{block} via {} dev {dev}", r.ip),
+                    _ => format!("{block} via {plain} dev ens3"),
                 }
             })
         })

@@ -79,12 +79,37 @@ pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
     let Some(gw) = r.gateway else {
         bail!("{} has no gateway towards {dst}", src_pod.node)
     };
-    let far = inv
-        .records
-        .iter()
-        .find(|n| n.ip == gw || n.tunnel_ip == Some(gw))
-        .with_context(|| format!("no node owns {gw}"))?
-        .clone();
+    let node_of = |gw: Ipv4Addr| {
+        inv.records
+            .iter()
+            .find(|n| n.ip == gw || n.tunnel_ip == Some(gw))
+            .cloned()
+    };
+    // Unencapsulated traffic to another rack goes by routers first.
+    let mut routers = Vec::new();
+    let mut next = gw;
+    while node_of(next).is_none() {
+        let router = lab
+            .scenario
+            .routers
+            .iter()
+            .find(|r| r.interfaces.values().any(|ip| *ip == next))
+            .with_context(|| format!("no node or router owns {next}"))?;
+        if routers.len() > 8 {
+            bail!("more than 8 routers on the way to {dst}: a loop?");
+        }
+        let mut ns = Ns::open(&router.name)?;
+        let hop = ns.lookup(dst)?;
+        routers.push(format!(
+            "   Router {} (a rack's router, BIRD): `{}`, learned by BGP like the nodes' routes.\n",
+            router.name,
+            ns.show(&hop, dst)
+        ));
+        next = hop
+            .gateway
+            .with_context(|| format!("router {} has no gateway towards {dst}", router.name))?;
+    }
+    let far = node_of(next).expect("the loop ends at a node");
     let block = node
         .nl
         .routes()?
@@ -129,7 +154,12 @@ pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
             far.ip,
             node.show(&outer, far.ip)
         ),
-        _ => out += &format!("   No tunnel: the packet goes out {dev} as it is, to {} on the fabric.\n\n", far.ip),
+        _ if routers.is_empty() => out += &format!("   No tunnel: the packet goes out {dev} as it is, to {} on the fabric.\n\n", far.ip),
+        _ => {
+            out += &format!("   No tunnel: the packet goes out {dev} as it is, to its router; the fabric's routers know every block:\n");
+            out.extend(routers.iter().map(String::as_str));
+            out += "\n";
+        }
     }
     let mut far_ns = Ns::open(&far.name)?;
     let r = far_ns.lookup(dst)?;
@@ -145,8 +175,14 @@ pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
         inv.describe(dst)
     );
     out += &format!(
-        "\nThe replies take the mirror path: {} routes {}'s block back through its tunnel.\n",
-        far.name, src_pod.node
+        "\nThe replies take the mirror path: {} routes {}'s block back {}.\n",
+        far.name,
+        src_pod.node,
+        if dev == "tunl0" || dev == "vxlan.calico" {
+            "through its tunnel"
+        } else {
+            "the same way"
+        }
     );
     Ok(out)
 }

@@ -57,9 +57,14 @@ pub fn routes(lab: &LabState, node: &str) -> Result<String> {
             podnet_netlink::route_origin(r.protocol)
         ));
     }
+    let gateway = lab
+        .scenario
+        .nodes
+        .iter()
+        .find(|n| n.name == node)
+        .map_or(lab.scenario.gateway, |n| lab.scenario.uplink_of(n).1);
     out.push_str(&format!(
-        "(the default route via {} is left out: it is not pod networking)\n",
-        lab.scenario.gateway
+        "(the default route via {gateway} is left out: it is not pod networking)\n"
     ));
     Ok(out)
 }

@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(super) enum Backend {
     Sqlite,
     Etcd,
 }
@@ -44,12 +44,12 @@ pub struct Args {
     trials: usize,
 }
 
-struct Cluster {
+pub(super) struct Cluster {
     /// Dropped before the namespaces.
     _etcd: Option<super::etcd::Etcd>,
-    fabric: OwnedNetns,
-    nodes: Vec<OwnedNetns>,
-    agents: Vec<Child>,
+    pub fabric: OwnedNetns,
+    pub nodes: Vec<OwnedNetns>,
+    pub agents: Vec<Child>,
 }
 
 impl Drop for Cluster {
@@ -68,7 +68,16 @@ fn node_ip(i: usize) -> Ipv4Addr {
 /// The etcd of the etcd runs, in the fabric namespace on the bridge.
 const ETCD_IP: &str = "192.168.0.1";
 
-fn build(n: usize, tag: &str, agent: &Path, work: &Path, backend: Backend) -> Result<Cluster> {
+/// `n` nodes on one bridge, each with an agent (`extra` flags added) on the SQLite file in
+/// `work` or on an etcd in the fabric namespace.
+pub(super) fn build(
+    n: usize,
+    tag: &str,
+    agent: &Path,
+    work: &Path,
+    backend: Backend,
+    extra: &[String],
+) -> Result<Cluster> {
     let fabric = OwnedNetns::named(&format!("{tag}-fabric"))?;
     let mut f = fabric.run(Netlink::open)??;
     f.add_bridge("br0")?;
@@ -127,6 +136,7 @@ fn build(n: usize, tag: &str, agent: &Path, work: &Path, backend: Backend) -> Re
                 "60",
             ])
             .args(&store_args)
+            .args(extra)
             .arg("--state-dir")
             .arg(work.join(format!("n{i}")))
             .stdout(Stdio::null())
@@ -171,13 +181,13 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::create_dir_all(&work)?;
         let tag = format!("pnba{}-{}{n}", std::process::id(), backend.name());
         eprintln!("{n} nodes on {}: starting agents", backend.name());
-        let cluster = build(n, &tag, &agent, &work, backend)?;
+        let cluster = build(n, &tag, &agent, &work, backend, &[])?;
         let (latencies, all_nodes) = match backend {
             Backend::Sqlite => {
                 let store = DatastoreConfig::sqlite(work.join("store.db")).open()?;
                 wait_registered(&*store, n)?;
-                measure(&cluster, args.trials, |name, ip| {
-                    register_sqlite(&*store, name, ip)
+                measure(&cluster, args.trials, AGENT_ROUTE_PROTOCOL, None, |t| {
+                    register_sqlite(&*store, &format!("new{t}"), new_ip(t))
                 })?
             }
             Backend::Etcd => {
@@ -185,8 +195,14 @@ pub fn run(args: Args) -> Result<()> {
                 // etcd serves the fabric: xtask reaches it through helpers in its namespace.
                 let helper = sh::root().join("target/release/examples/register_node");
                 wait_registered_with(|| count_nodes_etcd(&cluster.fabric), n)?;
-                measure(&cluster, args.trials, |name, ip| {
-                    register_etcd(&helper, &cluster.fabric, &conf, name, ip)
+                measure(&cluster, args.trials, AGENT_ROUTE_PROTOCOL, None, |t| {
+                    register_etcd(
+                        &helper,
+                        &cluster.fabric,
+                        &conf,
+                        &format!("new{t}"),
+                        new_ip(t),
+                    )
                 })?
             }
         };
@@ -261,7 +277,12 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-const POOL: &str = "10.128.0.0/10";
+pub(super) const POOL: &str = "10.128.0.0/10";
+
+/// The address of the `t`-th node registered during a run.
+fn new_ip(t: usize) -> Ipv4Addr {
+    Ipv4Addr::new(192, 168, 200, t as u8 + 1)
+}
 
 /// Waits until `count` says all `n` agents have registered.
 fn wait_registered_with(count: impl Fn() -> Result<usize>, n: usize) -> Result<()> {
@@ -291,7 +312,7 @@ fn count_nodes_etcd(fabric: &OwnedNetns) -> Result<usize> {
 }
 
 /// Waits until all `n` agents have registered.
-fn wait_registered(store: &dyn Datastore, n: usize) -> Result<()> {
+pub(super) fn wait_registered(store: &dyn Datastore, n: usize) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(120) {
         if store.list("/podnet/v1/nodes/")?.kvs.len() >= n {
@@ -306,15 +327,17 @@ fn wait_registered(store: &dyn Datastore, n: usize) -> Result<()> {
     )
 }
 
-/// Registers `trials` new nodes one by one; returns per-node latencies and, per trial, the
-/// time until the last node had the route.
-/// Registers `trials` new nodes one by one with `register` (which returns the block it
-/// claimed and the wall-clock time it wrote the node record); returns per-node latencies and,
-/// per trial, the time until the last node had the route.
-fn measure(
+/// Runs `trials` changes one by one with `change` (which returns the block that should reach
+/// every node and the wall-clock time it wrote it); returns per-node latencies until the route
+/// (with `protocol`) was in each node's kernel and, per trial, the time until the last node had
+/// it. `owner`, the cluster node the block belongs to (its route there is a blackhole), is not
+/// waited for.
+pub(super) fn measure(
     c: &Cluster,
     trials: usize,
-    register: impl Fn(&str, Ipv4Addr) -> Result<(ipnet::Ipv4Net, SystemTime)>,
+    protocol: u8,
+    owner: Option<usize>,
+    change: impl Fn(usize) -> Result<(ipnet::Ipv4Net, SystemTime)>,
 ) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let (tx, rx) = mpsc::channel::<(usize, ipnet::Ipv4Net, SystemTime)>();
     for (i, ns) in c.nodes.iter().enumerate() {
@@ -325,7 +348,8 @@ fn measure(
             let now = SystemTime::now();
             for e in events {
                 if let RouteEvent::Added(r) = e {
-                    if r.protocol == AGENT_ROUTE_PROTOCOL && tx.send((i, r.dst, now)).is_err() {
+                    let remote = r.kind == podnet_netlink::RouteKind::Unicast;
+                    if r.protocol == protocol && remote && tx.send((i, r.dst, now)).is_err() {
                         return;
                     }
                 }
@@ -336,11 +360,11 @@ fn measure(
     let mut all_nodes = Vec::new();
     for t in 0..trials {
         while rx.try_recv().is_ok() {}
-        let (block, start) = register(
-            &format!("new{t}"),
-            Ipv4Addr::new(192, 168, 200, t as u8 + 1),
-        )?;
+        let (block, start) = change(t)?;
         let mut seen = vec![false; c.nodes.len()];
+        if let Some(owner) = owner {
+            seen[owner] = true;
+        }
         let mut last = Duration::ZERO;
         while seen.iter().any(|s| !s) {
             let (i, dst, at) = rx
@@ -398,7 +422,7 @@ fn register_etcd(
     ))
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(super) fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find(|l| l.starts_with("VmRSS:"))?

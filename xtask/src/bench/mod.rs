@@ -2,6 +2,7 @@
 //! the figures are ratios on the same machine at the same moment.
 
 mod agent;
+mod bgp;
 mod call;
 mod cni;
 mod etcd;
@@ -23,6 +24,9 @@ enum What {
     Ipam(ipam::Args),
     /// Agent convergence and memory with 10, 50, 100 nodes (needs root).
     Agent(agent::Args),
+    /// The routing plane by BGP (mesh, two reflectors) beside datastore routing, at 10 and
+    /// 100 nodes (needs root).
+    Bgp(bgp::Args),
     /// The lab's speed (seed; 100 nodes x 10 pods) beside Mininet's 100 hosts (needs root).
     Lab(lab::Args),
     /// podnet vs ptp+host-local: per-pod ADD and DEL, sequential and 8-way (needs root).
@@ -34,6 +38,7 @@ pub fn run(args: Args) -> Result<()> {
         What::Ipam(a) => ipam::run(a),
         What::Cni(a) => cni::run(a),
         What::Agent(a) => agent::run(a),
+        What::Bgp(a) => bgp::run(a),
         What::Lab(a) => lab::run(a),
     }
 }
