@@ -143,10 +143,10 @@ impl Metrics {
     /// Records BIRD's state (BGP mode), polled by the supervisor.
     pub fn set_bird(&self, view: &crate::bgp::BirdView) {
         self.bird_up.set(view.answering as i64);
-        self.bgp_routes_learned.set(view.routes_learned() as i64);
+        self.bgp_routes_learned.set(view.routes_learned as i64);
         self.bgp_sessions.clear();
         for s in &view.sessions {
-            let state = s.bgp_state.clone().unwrap_or_else(|| s.info.clone());
+            let state = s.session_state().to_string();
             self.bgp_sessions
                 .get_or_create(&vec![("state".to_string(), state)])
                 .inc();

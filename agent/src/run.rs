@@ -130,7 +130,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
         bgp: None,
     };
     if args.routing == Routing::Bgp {
-        agent.bgp = Some(start_bird(&*store, &args, &agent.me, &metrics)?);
+        agent.bgp = Some(start_bird(&*store, &mut nl, &args, &agent.me, &metrics)?);
     }
     let (tx, rx) = channel();
     watch_datastore(store_conf, tx.clone(), metrics.clone())?;
@@ -169,6 +169,7 @@ fn wait(rx: &Receiver<Trigger>, resync: Duration) {
 /// is no earlier one to keep running), then BIRD started or adopted, and supervised.
 fn start_bird(
     store: &dyn Datastore,
+    nl: &mut Netlink,
     args: &RunArgs,
     me: &Me,
     metrics: &Arc<Metrics>,
@@ -187,8 +188,14 @@ fn start_bird(
         }
         Err(e) => return Err(Error::Bird(e)),
     };
+    // Routes an earlier BIRD installed are kept while this one's sessions come back.
+    let recover = nl
+        .routes()
+        .map_err(Error::netlink("list routes"))?
+        .iter()
+        .any(|r| r.protocol == podnet_netlink::BIRD_ROUTE_PROTOCOL);
     let m = metrics.clone();
-    bird.supervise(move |view, restarted| {
+    bird.supervise(recover, move |view, restarted| {
         if restarted {
             m.bird_restarts.inc();
         }

@@ -209,3 +209,43 @@ fn ipip_mtu_has_no_black_hole() {
         );
     });
 }
+
+/// Two racks with IPIP and cross-subnet: a block in the same rack is a plain route to its
+/// node, a block in the other rack goes through tunl0 straight to the far node (the routers
+/// keep the BGP next hop), and pods reach across.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root and a kernel with IPIP (cargo xtask test runs it in the VM)"]
+fn ipip_two_racks_encapsulate_only_between_racks() {
+    let _ = lab(&["down", "--all"]);
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/two-racks.yaml");
+    ok(&["up", file, "--quiet", "--encap", "ipip", "--cross-subnet"]);
+    let r = std::panic::catch_unwind(|| {
+        let report = ok(&["--lab", "two-racks", "test"]);
+        assert!(report.contains("0 failed"), "{report}");
+        let bird = ok(&[
+            "--lab",
+            "two-racks",
+            "node",
+            "rack1-a",
+            "--",
+            "ip",
+            "route",
+            "show",
+            "proto",
+            "bird",
+        ]);
+        assert!(
+            bird.contains("10.244.12.0/24 via 10.10.1.12 dev ens3"),
+            "same rack, no tunnel:\n{bird}"
+        );
+        assert!(
+            bird.contains("10.244.22.0/24 via 10.10.2.12 dev tunl0 onlink"),
+            "other rack, IPIP to the far node itself:\n{bird}"
+        );
+    });
+    ok(&["--lab", "two-racks", "down"]);
+    if let Err(p) = r {
+        std::panic::resume_unwind(p);
+    }
+}

@@ -182,8 +182,25 @@ impl Control {
         }
     }
 
+    /// `show protocols all`: every protocol with its BGP details (for status views).
     pub fn protocols(&mut self) -> Result<Vec<Protocol>, ControlError> {
         Ok(parse_protocols(&self.request("show protocols all")?))
+    }
+
+    /// `show protocols`: one line per protocol, cheap enough to poll (BIRD is single-threaded:
+    /// the details of 99 sessions every second would cost it its BGP work at 100 nodes).
+    pub fn protocols_brief(&mut self) -> Result<Vec<Protocol>, ControlError> {
+        Ok(parse_protocols(&self.request("show protocols")?))
+    }
+
+    /// How many routes BIRD has from BGP.
+    pub fn bgp_route_count(&mut self) -> Result<u64, ControlError> {
+        let r = self.request("show route where source = RTS_BGP count")?;
+        Ok(r.lines
+            .iter()
+            .find(|(c, _)| *c == 1007)
+            .and_then(|(_, t)| t.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0))
     }
 
     /// `show route for ADDR all`: the best route BIRD has for an address; `None` if it has
@@ -261,6 +278,16 @@ pub fn parse_route(r: &Reply) -> Option<RouteInfo> {
         }
     }
     info
+}
+
+impl Protocol {
+    /// The BGP state: from the details when read, else the Info column (`Established`,
+    /// `Active`, `Connect`, `Passive`...).
+    pub fn session_state(&self) -> &str {
+        self.bgp_state
+            .as_deref()
+            .unwrap_or_else(|| self.info.split_whitespace().next().unwrap_or(""))
+    }
 }
 
 /// A row of `show protocols` (with the details `show protocols all` adds for BGP).
@@ -380,9 +407,11 @@ mod tests {
             ),
             ("BGP", "up", "20:14:20.615", "Established")
         );
+        assert_eq!(mesh.session_state(), "Established");
         let down = parse_protocols(&reply(include_str!("replies/show_protocols_down.txt")));
         assert_eq!(down[4].state, "start");
         assert_eq!(down[4].info, "Passive Received: Administrative shutdown");
+        assert_eq!(down[4].session_state(), "Passive");
     }
 
     #[test]

@@ -204,8 +204,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 impl Daemon {
     /// Adopts the BIRD a previous agent left running (its pid file names a live process and
-    /// its socket answers), else starts one with the config already in `paths.conf`.
-    pub fn start_or_adopt(bird: &str, paths: Paths) -> Result<Daemon, BirdError> {
+    /// its socket answers), else starts one with the config already in `paths.conf`;
+    /// `recover` when the kernel still holds routes of an earlier BIRD (see [`Daemon::spawn`]).
+    pub fn start_or_adopt(bird: &str, paths: Paths, recover: bool) -> Result<Daemon, BirdError> {
         let mut d = Daemon {
             bird: bird.to_string(),
             paths,
@@ -227,14 +228,18 @@ impl Daemon {
                     "a BIRD is running but not answering on its socket: replacing it"
                 );
                 kill(pid);
-                d.spawn()?;
+                d.spawn(true)?;
             }
-            None => d.spawn()?,
+            None => d.spawn(recover)?,
         }
         Ok(d)
     }
 
-    fn spawn(&mut self) -> Result<(), BirdError> {
+    /// Starts BIRD. With `recover` (-R, graceful-restart recovery) it keeps the routes an
+    /// earlier BIRD left in the kernel until its sessions are back, instead of flushing them;
+    /// but it also holds every kernel update until all sessions have converged, so a first
+    /// start, with nothing to keep, goes without.
+    fn spawn(&mut self, recover: bool) -> Result<(), BirdError> {
         let p = &self.paths;
         std::fs::create_dir_all(&p.dir).map_err(io("create", &p.dir))?;
         let _ = std::fs::remove_file(&p.socket);
@@ -244,10 +249,13 @@ impl Daemon {
             .open(&p.log)
             .map_err(io("open", &p.log))?;
         let err = log.try_clone().map_err(io("open", &p.log))?;
-        // -R: graceful-restart recovery, so a restarted BIRD keeps the kernel's routes until
-        // its sessions are back instead of flushing them.
         let child = Command::new(&self.bird)
-            .args(["-f", "-R", "-c"])
+            .args(if recover {
+                &["-f", "-R"][..]
+            } else {
+                &["-f"][..]
+            })
+            .arg("-c")
             .arg(&p.conf)
             .arg("-s")
             .arg(&p.socket)
@@ -309,7 +317,7 @@ impl Daemon {
             self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         }
         self.restarts += 1;
-        match self.spawn() {
+        match self.spawn(true) {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!("restart BIRD: {e}");

@@ -67,6 +67,8 @@ pub struct BirdView {
     pub answering: bool,
     /// The BGP protocols BIRD runs, with their sessions' state.
     pub sessions: Vec<Protocol>,
+    /// Routes BIRD imported from BGP peers.
+    pub routes_learned: u64,
     /// Why the last config was refused, until one is accepted.
     pub refused: Option<String>,
 }
@@ -80,17 +82,13 @@ impl BirdView {
         let down: Vec<&str> = self
             .sessions
             .iter()
-            .filter(|s| s.bgp_state.as_deref() != Some("Established"))
+            .filter(|s| s.session_state() != "Established")
             .map(|s| s.name.as_str())
             .collect();
         if !down.is_empty() {
             return Err(format!("BGP sessions not Established: {}", down.join(", ")));
         }
         Ok(())
-    }
-
-    pub fn routes_learned(&self) -> u64 {
-        self.sessions.iter().map(|s| s.routes_imported).sum()
     }
 }
 
@@ -150,40 +148,48 @@ impl Bgp {
         lock(&self.view).refused = Some(why.to_string());
     }
 
-    /// Starts (or adopts) BIRD on the config in place, and a thread that keeps it running and
+    /// Starts (or adopts) BIRD on the config in place (`recover`: the kernel holds routes of an
+    /// earlier BIRD to keep), and a thread that keeps it running and
     /// polls its sessions; `on_poll` gets the view after every step (and whether BIRD was just restarted).
     pub fn supervise(
         &self,
+        recover: bool,
         on_poll: impl Fn(&BirdView, bool) + Send + 'static,
     ) -> Result<(), BirdError> {
-        let mut daemon = Daemon::start_or_adopt(&self.bird, self.paths.clone())?;
+        let mut daemon = Daemon::start_or_adopt(&self.bird, self.paths.clone(), recover)?;
         let view = self.view.clone();
         let paths = self.paths.clone();
         std::thread::Builder::new()
             .name("bird".into())
             .spawn(move || {
-                let mut last_poll = Instant::now() - Duration::from_secs(10);
+                let mut last_poll = Instant::now() - POLL;
                 loop {
-                    let answering = if last_poll.elapsed() >= Duration::from_millis(500) {
+                    // Liveness every 100 ms (cheap); the socket once per POLL.
+                    let polled = last_poll.elapsed() >= POLL;
+                    let mut answering = false;
+                    if polled {
                         last_poll = Instant::now();
-                        let polled = paths.control().and_then(|mut c| c.protocols());
+                        let answer = paths
+                            .control()
+                            .and_then(|mut c| Ok((c.protocols_brief()?, c.bgp_route_count()?)));
                         let mut v = lock(&view);
-                        v.answering = polled.is_ok();
-                        if let Ok(protocols) = polled {
+                        answering = answer.is_ok();
+                        v.answering = answering;
+                        if let Ok((protocols, routes)) = answer {
                             v.sessions =
                                 protocols.into_iter().filter(|p| p.proto == "BGP").collect();
+                            v.routes_learned = routes;
                         }
-                        Some(v.answering)
-                    } else {
-                        None
-                    };
-                    let restarted = daemon.check(answering == Some(true));
-                    let snapshot = {
-                        let mut v = lock(&view);
-                        v.running = daemon.running();
-                        v.clone()
-                    };
-                    on_poll(&snapshot, restarted);
+                    }
+                    let restarted = daemon.check(answering);
+                    if polled || restarted {
+                        let snapshot = {
+                            let mut v = lock(&view);
+                            v.running = daemon.running();
+                            v.clone()
+                        };
+                        on_poll(&snapshot, restarted);
+                    }
                     std::thread::sleep(Duration::from_millis(100));
                 }
             })
@@ -195,6 +201,9 @@ impl Bgp {
         Ok(())
     }
 }
+
+/// How often the supervisor asks BIRD for its sessions.
+const POLL: Duration = Duration::from_secs(1);
 
 fn lock(m: &Mutex<BirdView>) -> std::sync::MutexGuard<'_, BirdView> {
     m.lock().unwrap_or_else(|p| p.into_inner())

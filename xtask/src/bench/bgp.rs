@@ -238,7 +238,7 @@ fn wait_ready(c: &Cluster, plane: Plane, n: usize) -> Result<usize> {
                 ready[i] = ns.run(readyz).unwrap_or(false);
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_secs(1));
     }
     Ok(match plane {
         Plane::Datastore => 0,
