@@ -30,7 +30,7 @@ pub use route::{
     NO_POD_GATEWAY_ROUTE, POD_GATEWAY, ROUTE_PROTOCOL,
 };
 pub use socket::Netlink;
-pub use uplink::Uplink;
+pub use uplink::{pin_neighbours, Uplink};
 
 pub use rtnetlink::packet_route;
 

@@ -55,3 +55,39 @@ fn existing(nl: &mut Netlink, name: &str) -> Result<u32> {
             errno: libc::ENODEV,
         })
 }
+
+/// Pins every node's neighbours on one segment as permanent ARP entries on their `ens3`
+/// (each node: the namespace and its address on the segment).
+///
+/// Why: on one machine every namespace's ARP entries live in one kernel table capped by the
+/// host's `net.ipv4.neigh.default.gc_thresh3` (1024 by default), and a full BGP mesh of N nodes
+/// needs N*(N-1) entries (9,900 at 100). Past the cap the kernel fails new entries (ENOBUFS),
+/// sessions lose their keepalives and flap. Permanent entries are not counted against it, and
+/// pinning them touches only the namespaces given, never the host's sysctls.
+pub fn pin_neighbours(nodes: &[(&Netns, Ipv4Addr)]) -> Result<()> {
+    let mut links = Vec::new();
+    for (ns, ip) in nodes {
+        let mut nl = ns.run(Netlink::open)??;
+        let ens3 = nl.link("ens3")?.ok_or_else(|| Error::Kernel {
+            action: "find ens3 to pin neighbours on".into(),
+            errno: libc::ENODEV,
+        })?;
+        let mac: [u8; 6] = ens3.mac.as_slice().try_into().map_err(|_| Error::Decode {
+            action: "read ens3's MAC".into(),
+            detail: format!("{:?}", ens3.mac),
+        })?;
+        links.push((nl, ens3.index, *ip, mac));
+    }
+    for i in 0..links.len() {
+        let index = links[i].1;
+        for j in (0..links.len()).filter(|&j| j != i) {
+            let n = crate::Neighbour {
+                index,
+                ip: links[j].2,
+                mac: links[j].3,
+            };
+            links[i].0.set_neighbour(&n)?;
+        }
+    }
+    Ok(())
+}

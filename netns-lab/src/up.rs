@@ -237,6 +237,7 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
         )?;
         progress.step();
     }
+    pin_big_segments(lab)?;
     if !lab.scenario.routers.is_empty() {
         for r in &lab.scenario.routers {
             netns::create(LabState::netns_path(&r.name))?;
@@ -265,6 +266,44 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
                 )?;
             }
         }
+    }
+    Ok(())
+}
+
+/// A network with so many nodes that their node-to-node traffic (a BGP mesh) needs more ARP
+/// entries than the host's one neighbour table holds gets its neighbours pinned (see
+/// [`podnet_netlink::pin_neighbours`]); the host's limit itself is never changed.
+fn pin_big_segments(lab: &LabState) -> Result<()> {
+    let limit: usize = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024);
+    let s = &lab.scenario;
+    let mut networks: Vec<&str> = s.nodes.iter().map(|n| s.network_of(n)).collect();
+    networks.sort();
+    networks.dedup();
+    for net in networks {
+        let on: Vec<&crate::scenario::Node> =
+            s.nodes.iter().filter(|n| s.network_of(n) == net).collect();
+        if on.len() * on.len().saturating_sub(1) <= limit / 2 {
+            continue;
+        }
+        eprintln!(
+            "note: {} nodes on {net} need about {} ARP entries, more than this host's shared neighbour table takes \
+             (gc_thresh3 = {limit}): the lab pins them as permanent entries in the nodes' namespaces",
+            on.len(),
+            on.len() * (on.len() - 1)
+        );
+        let namespaces: Vec<Netns> = on
+            .iter()
+            .map(|n| Netns::open(LabState::netns_path(&n.name)))
+            .collect::<std::result::Result<_, _>>()?;
+        let pairs: Vec<(&Netns, std::net::Ipv4Addr)> = namespaces
+            .iter()
+            .zip(&on)
+            .map(|(ns, n)| (ns, n.ip))
+            .collect();
+        podnet_netlink::pin_neighbours(&pairs)?;
     }
     Ok(())
 }

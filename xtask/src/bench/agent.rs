@@ -69,7 +69,8 @@ fn node_ip(i: usize) -> Ipv4Addr {
 const ETCD_IP: &str = "192.168.0.1";
 
 /// `n` nodes on one bridge, each with an agent (`extra` flags added) on the SQLite file in
-/// `work` or on an etcd in the fabric namespace.
+/// `work` or on an etcd in the fabric namespace; `pin`: their neighbours pinned (see
+/// [`podnet_netlink::pin_neighbours`]), for a full mesh of node-to-node sessions.
 pub(super) fn build(
     n: usize,
     tag: &str,
@@ -77,6 +78,7 @@ pub(super) fn build(
     work: &Path,
     backend: Backend,
     extra: &[String],
+    pin: bool,
 ) -> Result<Cluster> {
     let fabric = OwnedNetns::named(&format!("{tag}-fabric"))?;
     let mut f = fabric.run(Netlink::open)??;
@@ -144,6 +146,14 @@ pub(super) fn build(
         agents.push(child);
         nodes.push(ns);
     }
+    if pin {
+        let all: Vec<(&podnet_netlink::Netns, Ipv4Addr)> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| (&**ns, node_ip(i)))
+            .collect();
+        podnet_netlink::pin_neighbours(&all)?;
+    }
     Ok(Cluster {
         _etcd: etcd,
         fabric,
@@ -181,7 +191,7 @@ pub fn run(args: Args) -> Result<()> {
         std::fs::create_dir_all(&work)?;
         let tag = format!("pnba{}-{}{n}", std::process::id(), backend.name());
         eprintln!("{n} nodes on {}: starting agents", backend.name());
-        let cluster = build(n, &tag, &agent, &work, backend, &[])?;
+        let cluster = build(n, &tag, &agent, &work, backend, &[], false)?;
         let (latencies, all_nodes) = match backend {
             Backend::Sqlite => {
                 let store = DatastoreConfig::sqlite(work.join("store.db")).open()?;

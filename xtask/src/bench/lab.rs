@@ -21,6 +21,10 @@ pub struct Args {
     nodes: usize,
     #[arg(long, default_value_t = 10)]
     pods_per_node: usize,
+    /// The lab's routing for every run: `bgp` (its default, BIRD in a node-to-node mesh) or
+    /// `datastore` (the agents' own routes).
+    #[arg(long, value_parser = ["bgp", "datastore"], default_value = "bgp")]
+    routing: String,
 }
 
 const MININET: Package = Package {
@@ -65,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("bench lab builds labs: run it as root");
     }
     crate::deps::ensure_build()?;
-    deps::ensure(&[&MININET, &BRIDGE_UTILS])?;
+    deps::ensure(&[&MININET, &BRIDGE_UTILS, &deps::BIRD])?;
     execute(cargo().args([
         "build",
         "--release",
@@ -89,7 +93,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut totals = Vec::new();
     for i in 0..args.seed_runs {
         eprintln!("seed run {}/{}", i + 1, args.seed_runs);
-        let u = timed(&lab, &["up", "--quiet"])?;
+        let u = timed(&lab, &["up", "--quiet", "--routing", &args.routing])?;
         let t = timed(&lab, &["test"]);
         let d = timed(&lab, &["down"])?;
         let t = t?;
@@ -111,6 +115,8 @@ pub fn run(args: Args) -> Result<()> {
             &args.nodes.to_string(),
             "--pods-per-node",
             &args.pods_per_node.to_string(),
+            "--routing",
+            &args.routing,
         ],
     );
     let big_test = big_up
@@ -132,8 +138,8 @@ pub fn run(args: Args) -> Result<()> {
         Stats::new(totals),
     );
     println!(
-        "\n== podnet-lab, seed scenario ({} runs, medians) ==",
-        args.seed_runs
+        "\n== podnet-lab, seed scenario ({} runs, medians, routing {}) ==",
+        args.seed_runs, args.routing
     );
     println!(
         "up {}   test {}   down {}   total {} (target < 2 s: {})",
