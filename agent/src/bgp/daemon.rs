@@ -67,16 +67,21 @@ pub fn parse_version(printed: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
-/// Checks that `bird` runs and is new enough; its version.
-pub fn check_version(bird: &str) -> Result<(u32, u32, u32), BirdError> {
-    let out = Command::new(bird)
-        .arg("--version")
+/// Runs `bird ARGS` to its end.
+fn run_bird(bird: &str, args: &[&std::ffi::OsStr]) -> Result<std::process::Output, BirdError> {
+    Command::new(bird)
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| BirdError::NotFound {
             bird: bird.to_string(),
             source,
-        })?;
+        })
+}
+
+/// Checks that `bird` runs and is new enough; its version.
+pub fn check_version(bird: &str) -> Result<(u32, u32, u32), BirdError> {
+    let out = run_bird(bird, &["--version".as_ref()])?;
     // BIRD prints its version on stderr.
     let printed = format!(
         "{}{}",
@@ -163,16 +168,7 @@ pub fn check_config(bird: &str, paths: &Paths, text: &str) -> Result<(), BirdErr
     std::fs::create_dir_all(&paths.dir).map_err(io("create", &paths.dir))?;
     let candidate = paths.dir.join("bird.conf.new");
     write_atomic(&candidate, text)?;
-    let out = Command::new(bird)
-        .arg("-p")
-        .arg("-c")
-        .arg(&candidate)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| BirdError::NotFound {
-            bird: bird.to_string(),
-            source,
-        })?;
+    let out = run_bird(bird, &["-p".as_ref(), "-c".as_ref(), candidate.as_os_str()])?;
     if out.status.success() {
         return Ok(());
     }

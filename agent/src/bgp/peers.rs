@@ -132,9 +132,8 @@ pub fn peers(me: &str, nodes: &[NodeRecord], bgp: &BgpSettings) -> Vec<BgpPeer> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bgp::render::tests::{reflectors, seed_nodes};
+    use crate::bgp::render::tests::{reflectors, seed_nodes, with_peers};
     use crate::desired::Mode;
-    use podnet_ipam::bgp::Peer;
 
     fn five() -> Vec<NodeRecord> {
         seed_nodes(Mode::Ipip)
@@ -178,32 +177,24 @@ mod tests {
 
     #[test]
     fn explicit_peers_are_global_or_for_their_node_only() {
-        let mut bgp = BgpSettings::default();
+        let mut bgp = with_peers();
         bgp.cluster.node_to_node_mesh = false;
-        bgp.peers = vec![
-            Peer {
-                name: "tor".into(),
-                peer_ip: "192.168.0.254".parse().unwrap(),
-                as_number: 65001,
-                node: None,
-            },
-            Peer {
-                name: "rack2".into(),
-                peer_ip: "192.169.0.254".parse().unwrap(),
-                as_number: 65002,
-                node: Some("sung-ubuntu05".into()),
-            },
-        ];
         let on4: Vec<String> = peers("sung-ubuntu04", &five(), &bgp)
             .iter()
             .map(|p| format!("{} as {}", p.protocol(), p.as_number))
             .collect();
-        assert_eq!(on4, ["Global_192_168_0_254 as 65001"]);
+        assert_eq!(
+            on4,
+            [
+                "Global_192_168_0_254 as 65001",
+                "Node_192_168_0_253 as 65002"
+            ]
+        );
         let on5: Vec<String> = peers("sung-ubuntu05", &five(), &bgp)
             .iter()
             .map(|p| p.protocol())
             .collect();
-        assert_eq!(on5, ["Global_192_168_0_254", "Node_192_169_0_254"]);
+        assert_eq!(on5, ["Global_192_168_0_254"]);
     }
 
     #[test]

@@ -365,9 +365,9 @@ pub(crate) mod tests {
         insta::assert_snapshot!(render_seed(Mode::Ipip, false, &reflectors()));
     }
 
-    #[test]
-    fn a_reflector_reflects_to_its_clients() {
-        let c = render(&Snapshot {
+    /// The config of reflector sung-ubuntu01 with `blocks`.
+    fn reflector_config(blocks: &[Ipv4Net]) -> String {
+        render(&Snapshot {
             me: &Me {
                 name: "sung-ubuntu01".into(),
                 ip: net("192.168.110.100/16"),
@@ -375,10 +375,15 @@ pub(crate) mod tests {
                 cross_subnet: false,
             },
             nodes: &seed_nodes(Mode::Ipip),
-            blocks: &[net("10.233.95.0/24")],
+            blocks,
             pools: &[net("10.233.64.0/18")],
             bgp: &reflectors(),
-        });
+        })
+    }
+
+    #[test]
+    fn a_reflector_reflects_to_its_clients() {
+        let c = reflector_config(&[net("10.233.95.0/24")]);
         assert_eq!(c.matches("rr client;").count(), 3, "{c}");
         assert_eq!(c.matches("rr cluster id 224.0.0.1;").count(), 3);
     }
@@ -528,18 +533,7 @@ pub(crate) mod tests {
     /// with the mesh off has `rr client; rr cluster id 10.0.0.1;` toward its client nodes.
     #[test]
     fn reflectors_match_calicos_compiled_route_reflector_template() {
-        let c = render(&Snapshot {
-            me: &Me {
-                name: "sung-ubuntu01".into(),
-                ip: net("192.168.110.100/16"),
-                mode: Mode::Ipip,
-                cross_subnet: false,
-            },
-            nodes: &seed_nodes(Mode::Ipip),
-            blocks: &[],
-            pools: &[net("10.233.64.0/18")],
-            bgp: &reflectors(),
-        });
+        let c = reflector_config(&[]);
         let s = sessions(&c);
         let to_client = s.iter().find(|s| s.1 == "192.168.110.103").unwrap();
         assert!(to_client.0.starts_with("Node_"));
