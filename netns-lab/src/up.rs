@@ -270,10 +270,18 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     Ok(())
 }
 
-/// A network with so many nodes that their node-to-node traffic (a BGP mesh) needs more ARP
+/// In a BGP mesh, a network with so many nodes that their sessions need more ARP
 /// entries than the host's one neighbour table holds gets its neighbours pinned (see
 /// [`podnet_netlink::pin_neighbours`]); the host's limit itself is never changed.
 fn pin_big_segments(lab: &LabState) -> Result<()> {
+    let mesh = lab
+        .scenario
+        .bgp
+        .as_ref()
+        .is_none_or(|b| b.node_to_node_mesh);
+    if !lab.bgp() || !mesh {
+        return Ok(());
+    }
     let limit: usize = std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
         .ok()
         .and_then(|s| s.trim().parse().ok())
