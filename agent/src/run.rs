@@ -17,7 +17,7 @@ use crate::desired::{desired, BlockView, Me, Mode};
 use crate::kernel::{self, Devices};
 use crate::metrics::Metrics;
 use crate::settings::{self, Routing, RunArgs};
-use crate::{bgp, http, tunnel, Error};
+use crate::{http, tunnel, Error};
 use podnet_ipam::model::Block;
 use podnet_ipam::nodes::{self as node, format_mac, NodeRecord};
 use podnet_ipam::store::WatchBatch;
@@ -55,7 +55,13 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
     }
     if args.routing == Routing::Bgp {
         daemon::check_version(&args.bird).map_err(Error::Bird)?;
-        podnet_ipam::bgp::read(&*store)?;
+        // Bad BGP settings stop a first start; a node whose BIRD has a config keeps it.
+        let had_config = daemon::current_config(&daemon::Paths::new(&args.state_dir)).is_some();
+        if let Err(e) = podnet_ipam::bgp::read(&*store) {
+            if !had_config {
+                return Err(e.into());
+            }
+        }
     }
     if host.uplink.mtu < 576 + 50 {
         return Err(Error::Settings(format!(
@@ -177,8 +183,7 @@ fn start_bird(
     let mut bird = Bgp::new(&args.bird, daemon::Paths::new(&args.state_dir));
     let (nodes, _) = node::list(store)?;
     let blocks = block_views(store)?;
-    let text = bgp::config_from_store(store, me, &nodes, &blocks)?;
-    match bird.sync(&text) {
+    match bird.sync_from_store(store, me, &nodes, &blocks) {
         Ok(_) => {
             metrics.bird_configs_applied.inc();
         }
@@ -186,7 +191,7 @@ fn start_bird(
             metrics.bird_configs_refused.inc();
             tracing::error!("{e}; BIRD keeps its previous config");
         }
-        Err(e) => return Err(Error::Bird(e)),
+        Err(e) => return Err(e),
     };
     // Routes an earlier BIRD installed are kept while this one's sessions come back.
     let recover = nl
@@ -223,10 +228,7 @@ pub fn reconcile(
     let changes = kernel::apply(nl, &want, &agent.devices)
         .map_err(Error::netlink("make the kernel match"))?;
     if let Some(bird) = &mut agent.bgp {
-        let synced = bgp::config_from_store(store, &agent.me, &nodes, &blocks)
-            .inspect_err(|e| bird.refuse(&e.to_string()))
-            .and_then(|text| bird.sync(&text).map_err(Error::Bird));
-        match synced {
+        match bird.sync_from_store(store, &agent.me, &nodes, &blocks) {
             Ok(true) => {
                 metrics.bird_configs_applied.inc();
                 tracing::info!(revision, "BIRD reconfigured");

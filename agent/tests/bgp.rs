@@ -468,6 +468,30 @@ fn a_bad_setting_written_by_hand_is_refused_and_the_old_config_keeps_running() {
             && status.contains("AS 0 is reserved"),
         "{status}"
     );
+    // A restart with the bad value still stored: the agent runs on, BIRD keeps its config.
+    c.kill(0);
+    c.start(0, "vxlan");
+    wait_for(
+        Duration::from_secs(10),
+        "the restarted agent keeps the old config",
+        || c.log(0).contains("BIRD keeps its previous config"),
+    );
+    assert!(
+        c.nodes[0]
+            .agent
+            .as_mut()
+            .unwrap()
+            .try_wait()
+            .unwrap()
+            .is_none(),
+        "the agent runs"
+    );
+    assert_eq!(
+        established(&c, 0),
+        1,
+        "the session stays up: {}",
+        bgp_status(&c, 0)
+    );
     let (ok, _, err) = c.agent_cli(0, &["bgp", "peer", "remove", "broken"], true);
     assert!(ok, "{err}");
     let (ok, out, err) = c.agent_cli(0, &["bgp", "peer", "list"], true);

@@ -111,6 +111,20 @@ impl Bgp {
         }
     }
 
+    /// Renders the config from the datastore and makes it BIRD's (see [`Bgp::sync`]); a
+    /// setting that does not hold up is recorded as a refusal. True if a new config went in.
+    pub fn sync_from_store(
+        &mut self,
+        store: &dyn Datastore,
+        me: &Me,
+        nodes: &[NodeRecord],
+        blocks: &[BlockView],
+    ) -> Result<bool, crate::Error> {
+        let text = config_from_store(store, me, nodes, blocks)
+            .inspect_err(|e| self.refuse(&e.to_string()))?;
+        Ok(self.sync(&text)?)
+    }
+
     /// Makes `text` BIRD's config unless it already is. A refused config leaves the running
     /// one in place; the reason is kept for status and metrics. True if a new config went in.
     pub fn sync(&mut self, text: &str) -> Result<bool, BirdError> {
