@@ -7,6 +7,18 @@ use common::{add_pod, ping, wait_for, Cluster};
 use podnet_netlink::AGENT_ROUTE_PROTOCOL;
 use std::time::Duration;
 
+/// Node 1's route to node 2's block is `via 192.168.110.102 dev tunl0 onlink`.
+fn assert_via_tunl0_to_node2(routes: &[podnet_netlink::Route], tunl0: u32) {
+    let to2 = routes
+        .iter()
+        .find(|r| r.dst.to_string() == "10.233.92.0/24")
+        .expect("a route to node2's block");
+    assert_eq!(
+        (to2.gateway, to2.oif, to2.onlink),
+        (Some("192.168.110.102".parse().unwrap()), Some(tunl0), true)
+    );
+}
+
 #[test]
 #[ignore = "needs root and a kernel with IPIP (cargo xtask test runs it in the VM)"]
 fn ipip_cluster_routes_through_tunl0_and_pods_reach_across() {
@@ -24,19 +36,7 @@ fn ipip_cluster_routes_through_tunl0_and_pods_reach_across() {
         .map(|a| a.net.to_string())
         .collect();
     assert_eq!(addrs, ["10.233.91.0/32"], "the block's first address");
-    let r = c.owned_routes(0);
-    let to2 = r
-        .iter()
-        .find(|r| r.dst.to_string() == "10.233.92.0/24")
-        .unwrap();
-    assert_eq!(
-        (to2.gateway, to2.oif, to2.onlink),
-        (
-            Some("192.168.110.102".parse().unwrap()),
-            Some(tunl.index),
-            true
-        )
-    );
+    assert_via_tunl0_to_node2(&c.owned_routes(0), tunl.index);
     assert_eq!(
         std::fs::read_to_string(c.nodes[0].state.join("mtu"))
             .unwrap()
@@ -77,18 +77,7 @@ fn ipip_bgp_routes_are_birds_via_tunl0_onlink() {
     );
     let tunl = c.netlink(0).link("tunl0").unwrap().expect("tunl0");
     let r = c.bird_routes(0);
-    let to2 = r
-        .iter()
-        .find(|r| r.dst.to_string() == "10.233.92.0/24")
-        .unwrap();
-    assert_eq!(
-        (to2.gateway, to2.oif, to2.onlink),
-        (
-            Some("192.168.110.102".parse().unwrap()),
-            Some(tunl.index),
-            true
-        )
-    );
+    assert_via_tunl0_to_node2(&r, tunl.index);
     assert!(r
         .iter()
         .any(|r| r.dst.to_string() == "10.233.91.0/24"

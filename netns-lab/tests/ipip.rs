@@ -9,6 +9,13 @@ use std::time::Duration;
 mod common;
 use common::{lab, ok, LAB};
 
+/// `ip route show proto bird` in a node of the lab (`lab` flags first).
+fn bird_routes(lab: &[&str], node: &str) -> String {
+    let mut args = lab.to_vec();
+    args.extend(["node", node, "--", "ip", "route", "show", "proto", "bird"]);
+    ok(&args)
+}
+
 /// Brings the seed up with IPIP, runs `f`, always brings it down.
 fn with_seed(f: impl FnOnce() + std::panic::UnwindSafe) {
     let _ = lab(&["down", "--all"]);
@@ -53,16 +60,7 @@ fn ipip_seed_lab_reproduces_the_seed() {
             assert!(routes.contains(row), "missing `{row}` in\n{routes}");
         }
         // The seed's table, as BIRD installs it (`ip route show proto bird`).
-        let bird = ok(&[
-            "node",
-            "sung-ubuntu04",
-            "--",
-            "ip",
-            "route",
-            "show",
-            "proto",
-            "bird",
-        ]);
+        let bird = bird_routes(&[], "sung-ubuntu04");
         let mut got: Vec<&str> = bird.lines().map(str::trim).collect();
         got.sort();
         assert_eq!(
@@ -223,18 +221,7 @@ fn ipip_two_racks_encapsulate_only_between_racks() {
     let r = std::panic::catch_unwind(|| {
         let report = ok(&["--lab", "two-racks", "test"]);
         assert!(report.contains("0 failed"), "{report}");
-        let bird = ok(&[
-            "--lab",
-            "two-racks",
-            "node",
-            "rack1-a",
-            "--",
-            "ip",
-            "route",
-            "show",
-            "proto",
-            "bird",
-        ]);
+        let bird = bird_routes(&["--lab", "two-racks"], "rack1-a");
         assert!(
             bird.contains("10.244.12.0/24 via 10.10.1.12 dev ens3"),
             "same rack, no tunnel:\n{bird}"
