@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{add_pod, ping, wait_for, wait_for_quietly, Cluster, BIRD_ROUTE_PROTOCOL};
+use common::{add_pod, ping, wait_for, wait_for_quietly, Backend, Cluster, BIRD_ROUTE_PROTOCOL};
 use podnet_netlink::{Netlink, RouteKind, AGENT_ROUTE_PROTOCOL};
 use std::time::{Duration, Instant};
 
@@ -627,4 +627,37 @@ impl Drop for RouterBird {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// On etcd: the mesh converges, and a peer added with `podnet-agent bgp peer add` reaches every
+/// node's BIRD through the agents' etcd watch, without a restart.
+#[test]
+#[ignore = "needs root"]
+fn on_etcd_bgp_settings_reach_every_bird_through_the_watch() {
+    let mut c = Cluster::with_backend("bgpetcd", 2, Backend::Etcd);
+    c.agent_flags = vec!["--routing".into(), "bgp".into()];
+    c.start_all("vxlan");
+    wait_bgp_converged(&c, Duration::from_secs(30));
+    let (ok, out, err) = c.agent_cli(
+        0,
+        &[
+            "bgp",
+            "peer",
+            "add",
+            "tor",
+            "--peer-ip",
+            "192.168.0.250",
+            "--as",
+            "65001",
+        ],
+        true,
+    );
+    assert!(ok, "{out} {err}");
+    let took = wait_for(
+        Duration::from_secs(5),
+        "every BIRD has the new peer",
+        || (0..2).all(|i| bgp_status(&c, i).contains("| 192.168.0.250   | global ")),
+    );
+    eprintln!("a new BGP peer on etcd: in every BIRD after {took:?}");
+    assert_eq!(established(&c, 0), 1, "the mesh session stays up");
 }
