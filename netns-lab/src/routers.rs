@@ -4,8 +4,8 @@
 //! segments and every other router on a shared network, next hops kept (so a tunnel between
 //! racks ends at the far node, not at a router), everything imported, exported and installed.
 //!
-//! Also here: the BGP settings the lab writes for such a cluster before the agents start
-//! (mesh per the scenario, each node's AS, each node peering with its segment's routers).
+//! Also here: the BGP settings the lab writes before the agents start (the scenario's mesh
+//! setting and route reflectors, each node's AS, each node peering with its segment's routers).
 
 use crate::procs::{self, Placement};
 use crate::scenario::{Router, Scenario};
@@ -189,6 +189,12 @@ pub fn write_bgp_settings(lab: &LabState) -> Result<()> {
         podnet_ipam::bgp::change(store, |b| {
             if let Some(bgp) = &s.bgp {
                 b.cluster.node_to_node_mesh = bgp.node_to_node_mesh;
+                for rr in &bgp.route_reflectors {
+                    b.nodes
+                        .entry(rr.clone())
+                        .or_default()
+                        .route_reflector_cluster_id = Some(crate::scenario::REFLECTOR_CLUSTER_ID);
+                }
             }
             for n in &s.nodes {
                 if let Some(asn) = n.as_number {

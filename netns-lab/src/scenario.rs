@@ -100,7 +100,14 @@ pub struct Router {
 pub struct BgpScenario {
     #[serde(default = "default_true")]
     pub node_to_node_mesh: bool,
+    /// Nodes that are route reflectors (one cluster id); with the mesh off, every other node
+    /// peers with them only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub route_reflectors: Vec<String>,
 }
+
+/// The cluster id the lab gives its route reflectors.
+pub const REFLECTOR_CLUSTER_ID: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 1);
 
 fn default_true() -> bool {
     true
@@ -406,6 +413,11 @@ impl Scenario {
             bail!("a scenario needs at least one node");
         }
         self.validate_networks(&mut names, &mut ips)?;
+        for rr in self.bgp.iter().flat_map(|b| &b.route_reflectors) {
+            if !self.nodes.iter().any(|n| &n.name == rr) {
+                bail!("route reflector {rr} is not a node of the scenario");
+            }
+        }
         let mut pods = HashSet::new();
         for p in &self.pods {
             let m = p

@@ -411,3 +411,53 @@ fn two_racks_route_by_bgp_through_their_routers() {
     assert_eq!(namespaces(), before_ns);
     assert!(lab_processes().is_empty(), "left: {:?}", lab_processes());
 }
+
+/// A scenario with the mesh off and one route reflector: every other node has one session,
+/// with the reflector, and still every block.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn a_scenario_with_a_route_reflector() {
+    let _ = lab(&["down", "--all"]);
+    let before = host_snapshot();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rr.yaml");
+    let pod = |name: &str, node: &str| {
+        format!(
+            "  - node: {node}\n    manifest: {{metadata: {{name: {name}}}, spec: {{containers: \
+             [{{name: app, image: busybox, command: [/bin/sleep, infinity]}}]}}}}\n"
+        )
+    };
+    let scenario = format!(
+        "name: rr\nfabric: 10.20.0.0/16\ngateway: 10.20.0.1\nencapsulation: vxlan\n\
+         pool: {{cidr: 10.244.0.0/16, blockSize: 24}}\n\
+         bgp: {{nodeToNodeMesh: false, routeReflectors: [rr-a]}}\nnodes:\n\
+         - {{name: rr-a, ip: 10.20.0.10}}\n- {{name: rr-b, ip: 10.20.0.11}}\n\
+         - {{name: rr-c, ip: 10.20.0.12}}\npods:\n{}{}",
+        pod("rr-pod-b", "rr-b"),
+        pod("rr-pod-c", "rr-c")
+    );
+    std::fs::write(&file, scenario).unwrap();
+    ok(&["up", file.to_str().unwrap(), "--quiet"]);
+    let result = std::panic::catch_unwind(|| {
+        let report = ok(&["--lab", "rr", "test"]);
+        assert!(report.contains("0 failed"), "{report}");
+        let client = ok(&["--lab", "rr", "bgp", "rr-c"]);
+        assert_eq!(
+            client.matches("| up ").count(),
+            1,
+            "only the reflector: {client}"
+        );
+        assert!(
+            client.contains("| 10.20.0.10   | node specific | up "),
+            "{client}"
+        );
+        let reflector = ok(&["--lab", "rr", "bgp", "rr-a"]);
+        assert_eq!(reflector.matches("| up ").count(), 2, "{reflector}");
+    });
+    ok(&["--lab", "rr", "down"]);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert_eq!(host_snapshot(), before);
+}
