@@ -455,7 +455,7 @@ pub(crate) mod tests {
     /// kube-node-1 and kube-node-2, AS 64512) holds these sessions and filters; ours must hold
     /// the same structure for the same cluster.
     #[test]
-    fn the_mesh_matches_calicos_compiled_ipip_always_template() {
+    fn the_mesh_matches_calicos_compiled_mesh_template() {
         let nodes: Vec<NodeRecord> = [
             ("kube-master", "10.192.0.2"),
             ("kube-node-1", "10.192.0.3"),

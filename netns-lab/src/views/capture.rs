@@ -181,7 +181,7 @@ mod tests {
     }
 
     #[test]
-    fn ipip_frames_show_both_headers_and_pcap_has_its_magic() {
+    fn capture_lines_show_outer_and_inner_headers_and_pcap_has_its_magic() {
         let inner = ipv4(1, [10, 233, 99, 1], [10, 233, 78, 3], &[8, 0, 0, 0]);
         let outer = ipv4(4, [192, 168, 110, 103], [192, 168, 110, 104], &inner);
         let mut frame = vec![0u8; 12];
