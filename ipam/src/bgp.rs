@@ -207,8 +207,16 @@ fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &str) -> Result<T, B
 /// Reads every BGP record and checks the result (see [`validate`]). Absent records mean
 /// Calico's defaults.
 pub fn read(store: &dyn Datastore) -> Result<BgpSettings, BgpError> {
+    read_for(store, &node_ips(store)?)
+}
+
+/// [`read`], for a caller that has just listed the nodes (their addresses by name).
+pub fn read_for(
+    store: &dyn Datastore,
+    node_ips: &BTreeMap<String, Ipv4Addr>,
+) -> Result<BgpSettings, BgpError> {
     let s = parse(&store.list(ROOT)?.kvs)?;
-    validate(&s, &node_ips(store)?)?;
+    validate(&s, node_ips)?;
     Ok(s)
 }
 

@@ -30,14 +30,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The node's BIRD config from the datastore: its blocks, the pools, the nodes and the BGP
-/// settings (checked: a bad value written by hand fails here, so it is never rendered).
+/// settings (checked: a bad value written by hand fails here, so it is never rendered). The
+/// nodes and blocks are the pass's own listing; only pools and BGP settings are read here.
 pub fn config_from_store(
     store: &dyn Datastore,
     me: &Me,
     nodes: &[NodeRecord],
     blocks: &[BlockView],
 ) -> Result<String, crate::Error> {
-    let settings = podnet_ipam::bgp::read(store)?;
+    let ips = nodes.iter().map(|n| (n.name.clone(), n.ip)).collect();
+    let settings = podnet_ipam::bgp::read_for(store, &ips)?;
     let mut pools: Vec<ipnet::Ipv4Net> = Vec::new();
     for kv in store.list(keys::POOLS)?.kvs {
         match serde_json::from_str::<PoolRecord>(&kv.value) {
