@@ -58,6 +58,12 @@ fn wait_bgp_converged(c: &Cluster, timeout: Duration) -> Duration {
     )
 }
 
+/// `podnet-agent LINE` (words split on spaces) in node `i`, with the cluster's datastore flags.
+fn cli(c: &Cluster, i: usize, line: &str) -> (bool, String, String) {
+    let args: Vec<&str> = line.split(' ').collect();
+    c.agent_cli(i, &args, true)
+}
+
 fn bgp_status(c: &Cluster, i: usize) -> String {
     let state = c.nodes[i].state.display().to_string();
     let (ok, out, err) = c.agent_cli(i, &["bgp", "status", "--state-dir", &state], false);
@@ -132,7 +138,7 @@ fn a_vxlan_mesh_learns_every_block_by_bgp_and_pods_talk() {
     let (_b, b_ip) = add_pod(&c, 2, "b");
     assert!(ping(&a, &b_ip), "a pod on node1 reaches a pod on node3");
 
-    let (ok, out, _) = c.agent_cli(0, &["status", "--node-name", "node1"], true);
+    let (ok, out, _) = cli(&c, 0, "status --node-name node1");
     assert!(ok, "{out}");
     assert!(out.contains("routing:       bgp"), "{out}");
     let row = out
@@ -164,24 +170,14 @@ fn unencapsulated_bgp_routes_are_plain_routes_via_the_nodes() {
 #[ignore = "needs root"]
 fn with_the_mesh_off_nodes_learn_through_a_route_reflector() {
     let mut c = bgp_cluster("bgprr", 4);
-    for (args, want) in [
+    for (line, want) in [
+        ("bgp config --mesh off", "node-to-node mesh:  off"),
         (
-            vec!["bgp", "config", "--mesh", "off"],
-            "node-to-node mesh:  off",
-        ),
-        (
-            vec![
-                "bgp",
-                "config",
-                "--node",
-                "node1",
-                "--rr-cluster-id",
-                "224.0.0.1",
-            ],
+            "bgp config --node node1 --rr-cluster-id 224.0.0.1",
             "route reflector (cluster id 224.0.0.1)",
         ),
     ] {
-        let (ok, out, err) = c.agent_cli(0, &args, true);
+        let (ok, out, err) = cli(&c, 0, line);
         assert!(ok && out.contains(want), "{out} {err}");
     }
     c.start_all("vxlan");
@@ -215,28 +211,15 @@ fn nodes_peer_with_an_external_router() {
         &[("192.168.110.101", 64601), ("192.168.110.102", 64602)],
     );
     for (node, asn) in [("node1", "64601"), ("node2", "64602")] {
-        let (ok, out, err) = c.agent_cli(0, &["bgp", "config", "--node", node, "--as", asn], true);
+        let (ok, out, err) = cli(&c, 0, &format!("bgp config --node {node} --as {asn}"));
         assert!(
             ok && out.contains(&format!("node {node}:  AS {asn}")),
             "{out} {err}"
         );
     }
-    let (ok, out, err) = c.agent_cli(
-        0,
-        &[
-            "bgp",
-            "peer",
-            "add",
-            "tor",
-            "--peer-ip",
-            "192.168.0.1",
-            "--as",
-            "65001",
-        ],
-        true,
-    );
+    let (ok, out, err) = cli(&c, 0, "bgp peer add tor --peer-ip 192.168.0.1 --as 65001");
     assert!(ok, "{out} {err}");
-    let (ok, _, err) = c.agent_cli(0, &["bgp", "config", "--mesh", "off"], true);
+    let (ok, _, err) = cli(&c, 0, "bgp config --mesh off");
     assert!(ok, "{err}");
     c.start_all("none");
     if !wait_for_quietly(Duration::from_secs(40), || c.bird_routes(0).len() == 2) {
@@ -364,11 +347,7 @@ fn count_birds_with(socket: &std::path::Path) -> usize {
 #[ignore = "needs root"]
 fn a_stopped_nodes_routes_go_after_graceful_restart_and_return_with_it() {
     let mut c = bgp_cluster("bgpstop", 3);
-    let (ok, _, err) = c.agent_cli(
-        0,
-        &["bgp", "config", "--graceful-restart-seconds", "3"],
-        true,
-    );
+    let (ok, _, err) = cli(&c, 0, "bgp config --graceful-restart-seconds 3");
     assert!(ok, "{err}");
     c.start_all("vxlan");
     wait_bgp_converged(&c, Duration::from_secs(30));
@@ -492,9 +471,9 @@ fn a_bad_setting_written_by_hand_is_refused_and_the_old_config_keeps_running() {
         "the session stays up: {}",
         bgp_status(&c, 0)
     );
-    let (ok, _, err) = c.agent_cli(0, &["bgp", "peer", "remove", "broken"], true);
+    let (ok, _, err) = cli(&c, 0, "bgp peer remove broken");
     assert!(ok, "{err}");
-    let (ok, out, err) = c.agent_cli(0, &["bgp", "peer", "list"], true);
+    let (ok, out, err) = cli(&c, 0, "bgp peer list");
     assert!(ok && !out.contains("broken"), "{out} {err}");
     wait_for(Duration::from_secs(5), "the warning goes", || {
         !bgp_status(&c, 0).contains("WARNING")
@@ -518,8 +497,7 @@ fn bad_bgp_flags_change_nothing() {
         ("bgp config --as 0", "1..4294967295"),
         ("bgp peer remove nobody", "no BGP peer named nobody"),
     ] {
-        let args: Vec<&str> = line.split(' ').collect();
-        let (ok, out, err) = c.agent_cli(0, &args, true);
+        let (ok, out, err) = cli(&c, 0, line);
         assert!(!ok, "{line} succeeded: {out}");
         assert!(err.contains(want), "{line}: {err}");
     }
@@ -527,24 +505,15 @@ fn bad_bgp_flags_change_nothing() {
     let mut c = c;
     c.start(0, "none");
     wait_for(Duration::from_secs(10), "node registered", || {
-        c.agent_cli(0, &["node", "list"], true).1.contains("node1")
+        cli(&c, 0, "node list").1.contains("node1")
     });
-    let (ok, _, err) = c.agent_cli(
+    let (ok, _, err) = cli(
+        &c,
         0,
-        &[
-            "bgp",
-            "peer",
-            "add",
-            "me",
-            "--peer-ip",
-            "192.168.110.101",
-            "--as",
-            "65001",
-        ],
-        true,
+        "bgp peer add me --peer-ip 192.168.110.101 --as 65001",
     );
     assert!(!ok && err.contains("cannot peer with itself"), "{err}");
-    let (_, list, _) = c.agent_cli(0, &["bgp", "peer", "list"], true);
+    let (_, list, _) = cli(&c, 0, "bgp peer list");
     assert!(!list.contains("me "), "{list}");
 }
 
@@ -638,20 +607,7 @@ fn on_etcd_bgp_settings_reach_every_bird_through_the_watch() {
     c.agent_flags = vec!["--routing".into(), "bgp".into()];
     c.start_all("vxlan");
     wait_bgp_converged(&c, Duration::from_secs(30));
-    let (ok, out, err) = c.agent_cli(
-        0,
-        &[
-            "bgp",
-            "peer",
-            "add",
-            "tor",
-            "--peer-ip",
-            "192.168.0.250",
-            "--as",
-            "65001",
-        ],
-        true,
-    );
+    let (ok, out, err) = cli(&c, 0, "bgp peer add tor --peer-ip 192.168.0.250 --as 65001");
     assert!(ok, "{out} {err}");
     let took = wait_for(
         Duration::from_secs(5),
