@@ -6,6 +6,7 @@
 //!   `netlink-packet-route` in the tree.
 //! - [`netns`]: opening a namespace by path (checked to really be one) and running code inside
 //!   it on a dedicated thread, so `setns` never leaks into other work.
+//! - [`nft`]: nftables tables as data, replaced whole in one atomic batch, read back, watched.
 //! - [`sysctl`]: `/proc/sys` writes, which apply to the namespace of the calling thread.
 //!
 //! Errors keep the kernel's errno so callers match on it (`EEXIST`, `ENOENT`), never on text.
@@ -15,6 +16,7 @@ mod link;
 pub mod monitor;
 mod neigh;
 pub mod netns;
+pub mod nft;
 mod route;
 mod socket;
 pub mod sysctl;

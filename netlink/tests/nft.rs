@@ -1,0 +1,218 @@
+//! nftables over netlink against the real kernel, in throwaway namespaces (root only). `nft`
+//! is used here to look, never by the product.
+
+use podnet_netlink::netns::OwnedNetns;
+use podnet_netlink::nft::{
+    BaseChain, Chain, ChainKind, Expr, Field, HookPoint, NftEvent, NftMonitor, Nftables, Rule, Set,
+    Table,
+};
+use std::process::Command;
+
+fn ns(tag: &str) -> OwnedNetns {
+    OwnedNetns::named(&format!("podnet-nft-{}-{tag}", std::process::id())).unwrap()
+}
+
+fn nft(ns: &OwnedNetns, args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net={}", ns.path()))
+        .arg("nft")
+        .args(args)
+        .output()
+        .expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn egress_like(pools: &[&str]) -> Table {
+    let pools: Vec<ipnet::Ipv4Net> = pools.iter().map(|p| p.parse().unwrap()).collect();
+    let mut masq = Vec::new();
+    masq.extend(Expr::in_set(Field::IpSaddr, "nat-pools", true));
+    masq.extend(Expr::in_set(Field::IpDaddr, "all-pools", false));
+    masq.push(Expr::counter());
+    masq.push(Expr::Masquerade { fully_random: true });
+    let mut fix = Vec::new();
+    fix.extend(Expr::oifname_is("tunl0"));
+    fix.extend(Expr::saddr_is_local());
+    fix.extend(Expr::addr_is(
+        Field::IpSaddr,
+        "10.233.90.0".parse().unwrap(),
+        false,
+    ));
+    fix.push(Expr::Masquerade {
+        fully_random: false,
+    });
+    Table {
+        name: "podnet".into(),
+        sets: vec![
+            Set::new("all-pools", pools.clone()),
+            Set::new("nat-pools", pools),
+        ],
+        chains: vec![Chain {
+            name: "nat".into(),
+            base: Some(BaseChain {
+                kind: ChainKind::Nat,
+                hook: HookPoint::Postrouting,
+                priority: 100,
+            }),
+            rules: vec![Rule { exprs: fix }, Rule { exprs: masq }],
+        }],
+    }
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_table_is_replaced_whole_read_back_and_others_are_left_alone() {
+    let n = ns("replace");
+    // Someone else's table, made first: it must come out byte-identical.
+    nft(&n, &["add", "table", "ip", "theirs"]);
+    nft(
+        &n,
+        &[
+            "add",
+            "chain",
+            "ip",
+            "theirs",
+            "c",
+            "{ type filter hook forward priority 0; }",
+        ],
+    );
+    nft(
+        &n,
+        &[
+            "add",
+            "rule",
+            "ip",
+            "theirs",
+            "c",
+            "ip saddr 192.0.2.1 counter drop",
+        ],
+    );
+    let theirs = nft(&n, &["-j", "list", "table", "ip", "theirs"]);
+
+    let want = egress_like(&["10.233.64.0/18"]);
+    let got = n
+        .run(move || -> podnet_netlink::Result<_> {
+            let mut nf = Nftables::open()?;
+            assert_eq!(nf.read("podnet")?, None);
+            nf.check(&want)?;
+            assert_eq!(nf.read("podnet")?, None, "a check commits nothing");
+            nf.replace(&want)?;
+            let first = nf.read("podnet")?;
+            // Again with other pools: replaced, not added to.
+            let want2 = egress_like(&["10.233.64.0/18", "172.16.0.0/16"]);
+            nf.replace(&want2)?;
+            let second = nf.read("podnet")?;
+            Ok((want, first, want2, second))
+        })
+        .unwrap()
+        .unwrap();
+    let (want, first, want2, second) = got;
+    assert_eq!(first.map(Table::sorted), Some(want.sorted()));
+    assert_eq!(
+        second.clone().map(Table::sorted),
+        Some(want2.clone().sorted())
+    );
+
+    let listed = nft(&n, &["list", "table", "ip", "podnet"]);
+    assert!(
+        listed.contains("type nat hook postrouting priority srcnat"),
+        "{listed}"
+    );
+    assert!(listed.contains("ip saddr @nat-pools ip daddr != @all-pools counter packets 0 bytes 0 masquerade fully-random"), "{listed}");
+    assert!(
+        listed
+            .contains("oifname \"tunl0\" fib saddr type local ip saddr != 10.233.90.0 masquerade"),
+        "{listed}"
+    );
+    assert!(listed.contains("10.233.64.0/18"), "{listed}");
+    assert!(listed.contains("172.16.0.0/16"), "{listed}");
+    assert_eq!(listed.matches("chain nat").count(), 1, "{listed}");
+    assert_eq!(nft(&n, &["-j", "list", "table", "ip", "theirs"]), theirs);
+
+    // A rule changed by hand reads back different.
+    nft(&n, &["flush", "chain", "ip", "podnet", "nat"]);
+    let after_flush = n
+        .run(|| Nftables::open().and_then(|mut nf| nf.read("podnet")))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_ne!(after_flush.sorted(), want2.sorted());
+    nft(
+        &n,
+        &[
+            "add",
+            "rule",
+            "ip",
+            "podnet",
+            "nat",
+            "ip saddr 10.0.0.0/8 notrack",
+        ],
+    );
+    let with_foreign = n
+        .run(|| Nftables::open().and_then(|mut nf| nf.read("podnet")))
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(with_foreign.chains[0].rules[0]
+        .exprs
+        .iter()
+        .any(|e| matches!(e, Expr::Unknown(_))));
+    let deleted = n
+        .run(|| Nftables::open().and_then(|mut nf| nf.delete("podnet")))
+        .unwrap()
+        .unwrap();
+    assert!(deleted);
+    assert_eq!(nft(&n, &["-j", "list", "table", "ip", "theirs"]), theirs);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn a_refused_batch_changes_nothing_and_says_which_part() {
+    let n = ns("refused");
+    let good = egress_like(&["10.233.64.0/18"]);
+    let mut bad = good.clone();
+    // A lookup in a set that does not exist: the kernel refuses that rule.
+    bad.chains[0].rules[1].exprs[1] = Expr::Lookup {
+        set: "missing".into(),
+        invert: false,
+    };
+    let (err, after) = n
+        .run(move || -> podnet_netlink::Result<_> {
+            let mut nf = Nftables::open()?;
+            nf.replace(&good)?;
+            let err = nf.replace(&bad).unwrap_err();
+            Ok((
+                err.to_string(),
+                nf.read("podnet")?.map(|t| (t.sorted(), good.sorted())),
+            ))
+        })
+        .unwrap()
+        .unwrap();
+    assert!(err.contains("replace nftables table ip podnet"), "{err}");
+    assert!(err.contains("@missing"), "names the rule: {err}");
+    let (after, good) = after.expect("the old table stays");
+    assert_eq!(after, good);
+}
+
+#[test]
+#[ignore = "needs root"]
+fn changes_by_hand_are_seen_by_the_monitor() {
+    let n = ns("monitor");
+    let mut monitor = n.run(NftMonitor::open).unwrap().unwrap();
+    nft(&n, &["add", "table", "ip", "podnet"]);
+    let events = monitor.wait().unwrap();
+    assert!(
+        events.contains(&NftEvent::Table("podnet".into())),
+        "{events:?}"
+    );
+    nft(&n, &["delete", "table", "ip", "podnet"]);
+    let events = monitor.wait().unwrap();
+    assert!(
+        events.contains(&NftEvent::Table("podnet".into())),
+        "{events:?}"
+    );
+}
