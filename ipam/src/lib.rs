@@ -4,7 +4,8 @@
 //!
 //! - [`store`]: the etcd-shaped datastore trait and its embedded SQLite backend.
 //! - [`Ipam`]: allocate, release and garbage-collect addresses by handle.
-//! - [`nodes`]: node records, read by the agent and the lab alike; [`bgp`]: BGP settings.
+//! - [`nodes`]: node records, read by the agent and the lab alike; [`bgp`]: BGP settings;
+//!   [`pools`]: pools as an operator manages them, and the cluster's egress option.
 //! - [`inspect`]: the admin view (`podnet-ipam show`) and a consistency check.
 //! - [`plugin`]: the CNI IPAM plugin, used by the `podnet-ipam` binary and in-process by the
 //!   `podnet` main plugin. CNI error codes are assigned there, once.
@@ -20,6 +21,7 @@ pub mod model;
 pub mod nodes;
 pub mod plugin;
 pub mod pool;
+pub mod pools;
 pub mod store;
 
 pub use allocator::{pod_handle, pod_handles, tunnel_handle, GcReport, Ipam};

@@ -16,6 +16,15 @@ pub struct PoolRecord {
     /// Blocks pinned to nodes (like a Kubernetes node's podCIDR).
     #[serde(default)]
     pub node_blocks: BTreeMap<String, Vec<Ipv4Net>>,
+    /// Masquerade traffic from this pool to destinations outside every pool (Calico's
+    /// `natOutgoing`); on unless turned off, as in Calico. Records from before it existed read
+    /// as on.
+    #[serde(default = "yes")]
+    pub nat_outgoing: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One address in use: by which handle, at which block sequence number.

@@ -67,13 +67,28 @@ impl PoolSpec {
                 block_size,
                 strict_affinity,
                 node_blocks,
+                nat_outgoing: true,
             },
         })
     }
 
     /// A pool from its stored record (validated again: the store may be edited by hand).
     pub fn from_record(r: PoolRecord) -> Result<PoolSpec, Error> {
-        PoolSpec::new(r.cidr, r.block_size, r.strict_affinity, r.node_blocks)
+        Ok(
+            PoolSpec::new(r.cidr, r.block_size, r.strict_affinity, r.node_blocks)?
+                .with_nat_outgoing(r.nat_outgoing),
+        )
+    }
+
+    /// The same pool with `natOutgoing` set.
+    pub fn with_nat_outgoing(mut self, on: bool) -> PoolSpec {
+        self.record.nat_outgoing = on;
+        self
+    }
+
+    /// Whether traffic from the pool to the outside is masqueraded.
+    pub fn nat_outgoing(&self) -> bool {
+        self.record.nat_outgoing
     }
 
     pub fn record(&self) -> &PoolRecord {
@@ -122,7 +137,8 @@ impl PoolSpec {
     }
 
     /// This pool's settings merged into a stored record: block size must agree; pins add up;
-    /// the affinity mode follows the newest config.
+    /// the affinity mode follows the newest config; `natOutgoing` stays as stored (it is set
+    /// with `podnet-ipam pool set`, never by a CNI config).
     pub fn merged_with(&self, stored: &PoolRecord) -> Result<PoolSpec, Error> {
         if stored.block_size != self.block_size() {
             return Err(Error::PoolMismatch {
@@ -140,7 +156,10 @@ impl PoolSpec {
                 }
             }
         }
-        PoolSpec::new(self.cidr(), self.block_size(), self.strict_affinity(), pins)
+        Ok(
+            PoolSpec::new(self.cidr(), self.block_size(), self.strict_affinity(), pins)?
+                .with_nat_outgoing(stored.nat_outgoing),
+        )
     }
 }
 
@@ -193,6 +212,18 @@ mod tests {
     }
 
     #[test]
+    fn a_record_from_before_nat_outgoing_reads_as_on() {
+        let old = r#"{"cidr":"10.233.64.0/18","blockSize":24,"strictAffinity":false}"#;
+        let r: PoolRecord = serde_json::from_str(old).unwrap();
+        assert!(r.nat_outgoing);
+        let off: PoolRecord = serde_json::from_str(
+            r#"{"cidr":"10.233.64.0/18","blockSize":24,"strictAffinity":false,"natOutgoing":false}"#,
+        )
+        .unwrap();
+        assert!(!PoolSpec::from_record(off).unwrap().nat_outgoing());
+    }
+
+    #[test]
     fn merging_keeps_pins_and_refuses_another_block_size() {
         let a = PoolSpec::new(
             net("10.233.64.0/18"),
@@ -212,6 +243,9 @@ mod tests {
         assert_eq!(m.pinned_owner(&net("10.233.99.0/24")), Some("a"));
         assert_eq!(m.pinned_owner(&net("10.233.78.0/24")), Some("b"));
         assert!(m.strict_affinity());
+        // natOutgoing is the stored one's, whatever the config says.
+        let off = a.clone().with_nat_outgoing(false);
+        assert!(!b.merged_with(off.record()).unwrap().nat_outgoing());
         let other = PoolSpec::new(net("10.233.64.0/18"), 26, false, BTreeMap::new()).unwrap();
         assert!(matches!(
             other.merged_with(a.record()),

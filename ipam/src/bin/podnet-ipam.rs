@@ -16,6 +16,12 @@ struct Cli {
     /// The SQLite datastore file.
     #[arg(long, global = true, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
     datastore: PathBuf,
+    /// Use etcd v3 at these endpoints (comma separated, plain http) instead of the SQLite file.
+    #[arg(long, global = true, value_delimiter = ',', value_name = "URLS")]
+    etcd_endpoints: Vec<String>,
+    /// The etcd key prefix [default: /podnet].
+    #[arg(long, global = true)]
+    etcd_prefix: Option<String>,
     #[command(subcommand)]
     command: Admin,
 }
@@ -29,6 +35,44 @@ enum Admin {
     },
     /// Checks that every allocation and handle agree; exits 1 if not.
     Check,
+    /// Pools: list them, create one, turn natOutgoing on or off.
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Cluster-wide egress settings (which destinations are never masqueraded to).
+    Egress {
+        /// IPPoolsOnly (Calico's default) or IPPoolsAndHostIPs (node addresses too).
+        #[arg(long)]
+        nat_outgoing_exclusions: Option<podnet_ipam::pools::NatExclusions>,
+    },
+}
+
+#[derive(Subcommand)]
+enum PoolCmd {
+    /// Every pool with its block size, affinity mode and natOutgoing.
+    List,
+    /// Stores a new pool (nodes and the CNI plugin use pools they find; see the README).
+    Create {
+        cidr: ipnet::Ipv4Net,
+        #[arg(long, default_value_t = podnet_ipam::pool::DEFAULT_BLOCK_SIZE)]
+        block_size: u8,
+        #[arg(long)]
+        strict_affinity: bool,
+        /// Masquerade traffic from the pool to outside every pool (on by default, as Calico).
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        nat_outgoing: OnOff,
+    },
+    /// Changes a pool's settings; agents follow within a second.
+    Set {
+        cidr: ipnet::Ipv4Net,
+        #[arg(long, value_enum)]
+        nat_outgoing: OnOff,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -68,7 +112,17 @@ fn main() -> ExitCode {
 }
 
 fn admin(cli: Cli) -> ExitCode {
-    let store = match DatastoreConfig::sqlite(&cli.datastore).open() {
+    let conf = if cli.etcd_endpoints.is_empty() {
+        DatastoreConfig::sqlite(&cli.datastore)
+    } else {
+        DatastoreConfig::Etcd {
+            endpoints: cli.etcd_endpoints.clone(),
+            prefix: cli.etcd_prefix.clone(),
+            tls: None,
+            timeout_ms: None,
+        }
+    };
+    let store = match conf.open() {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
@@ -99,7 +153,71 @@ fn admin(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        Admin::Pool(cmd) => match pool(&*store, cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Admin::Egress {
+            nat_outgoing_exclusions,
+        } => match egress(&*store, nat_outgoing_exclusions) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
+}
+
+fn pool(store: &dyn podnet_ipam::Datastore, cmd: PoolCmd) -> Result<(), podnet_ipam::Error> {
+    use podnet_ipam::{pools, PoolSpec};
+    match cmd {
+        PoolCmd::List => {
+            println!(
+                "{:<20} {:>6} {:>15} {:>12}",
+                "CIDR", "BLOCK", "STRICTAFFINITY", "NATOUTGOING"
+            );
+            for p in pools::list(store)? {
+                println!(
+                    "{:<20} {:>6} {:>15} {:>12}",
+                    p.cidr().to_string(),
+                    format!("/{}", p.block_size()),
+                    p.strict_affinity(),
+                    p.nat_outgoing()
+                );
+            }
+        }
+        PoolCmd::Create {
+            cidr,
+            block_size,
+            strict_affinity,
+            nat_outgoing,
+        } => {
+            let p = PoolSpec::new(cidr, block_size, strict_affinity, Default::default())?
+                .with_nat_outgoing(nat_outgoing == OnOff::On);
+            pools::create(store, &p)?;
+            println!("pool {cidr} created (natOutgoing {})", p.nat_outgoing());
+        }
+        PoolCmd::Set { cidr, nat_outgoing } => {
+            let p = pools::set_nat_outgoing(store, cidr, nat_outgoing == OnOff::On)?;
+            println!("pool {cidr}: natOutgoing {}", p.nat_outgoing());
+        }
+    }
+    Ok(())
+}
+
+fn egress(
+    store: &dyn podnet_ipam::Datastore,
+    exclusions: Option<podnet_ipam::pools::NatExclusions>,
+) -> Result<(), podnet_ipam::Error> {
+    use podnet_ipam::pools;
+    let mut conf = pools::egress(store)?;
+    if let Some(x) = exclusions {
+        conf.nat_outgoing_exclusions = x;
+        pools::set_egress(store, conf)?;
+    }
+    println!(
+        "natOutgoingExclusions: {}",
+        conf.nat_outgoing_exclusions.as_str()
+    );
+    Ok(())
 }
 
 fn fail(e: &dyn std::error::Error) -> ExitCode {
