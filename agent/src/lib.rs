@@ -5,6 +5,8 @@
 //! - [`desired`]: which routes should exist, a pure function of nodes and blocks;
 //! - [`kernel`]: making the kernel match, touching only what the agent owns;
 //! - [`tunnel`]: `tunl0` / `vxlan.calico` and the published MTU;
+//! - [`egress`]: the node's nftables table `ip podnet` (natOutgoing masquerade, the tunnel
+//!   source fix), computed as data and replaced whole when the kernel's copy differs;
 //! - [`run`]: start-up, then reconcile on every datastore change, every route deleted behind
 //!   its back, and periodically;
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics` on loopback;
@@ -18,6 +20,7 @@
 
 pub mod bgp;
 pub mod desired;
+pub mod egress;
 pub mod http;
 pub mod kernel;
 pub mod metrics;

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub bird_restarts: Counter,
     pub bird_configs_applied: Counter,
     pub bird_configs_refused: Counter,
+    pub egress_syncs: Counter,
+    pub egress_sync_failures: Counter,
+    pub egress_rules: Gauge,
     ready: AtomicBool,
     /// BGP mode: why BIRD is not ready (`None`: ready, or not in BGP mode).
     bgp_unready: Mutex<Option<String>>,
@@ -44,6 +47,9 @@ impl Default for Metrics {
         let bird_restarts = Counter::default();
         let bird_configs_applied = Counter::default();
         let bird_configs_refused = Counter::default();
+        let egress_syncs = Counter::default();
+        let egress_sync_failures = Counter::default();
+        let egress_rules = Gauge::default();
         let mut registry = Registry::with_prefix("podnet_agent");
         registry.register(
             "routes_owned",
@@ -96,6 +102,21 @@ impl Default for Metrics {
             "BIRD configs refused (the running config stayed)",
             bird_configs_refused.clone(),
         );
+        registry.register(
+            "nftables_syncs",
+            "Times table ip podnet was written (or deleted) to match the wanted rules",
+            egress_syncs.clone(),
+        );
+        registry.register(
+            "nftables_sync_failures",
+            "Failed attempts to write table ip podnet",
+            egress_sync_failures.clone(),
+        );
+        registry.register(
+            "nftables_rules",
+            "Rules in table ip podnet as wanted",
+            egress_rules.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             routes_owned,
@@ -109,6 +130,9 @@ impl Default for Metrics {
             bird_restarts,
             bird_configs_applied,
             bird_configs_refused,
+            egress_syncs,
+            egress_sync_failures,
+            egress_rules,
             ready: AtomicBool::new(false),
             bgp_unready: Mutex::new(None),
         }

@@ -14,6 +14,7 @@
 
 use crate::bgp::{daemon, Bgp};
 use crate::desired::{desired, BlockView, Me, Mode};
+use crate::egress::{self, Egress, Synced};
 use crate::kernel::{self, Devices};
 use crate::metrics::Metrics;
 use crate::settings::{self, Routing, RunArgs};
@@ -33,6 +34,7 @@ use std::time::{Duration, Instant};
 enum Trigger {
     Datastore,
     RouteDeleted,
+    NftablesChanged,
 }
 
 /// Everything a reconcile pass needs, settled at start-up.
@@ -41,6 +43,8 @@ pub struct Agent {
     pub devices: Devices,
     /// BGP mode: the node's BIRD.
     pub bgp: Option<Bgp>,
+    /// The node's nftables table; `None` when this kernel cannot NAT and no pool needs it.
+    pub egress: Option<Egress>,
 }
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
@@ -63,6 +67,7 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
             }
         }
     }
+    let egress = check_egress(&*store, &pool, requested)?;
     if host.uplink.mtu < 576 + 50 {
         return Err(Error::Settings(format!(
             "uplink {} has MTU {}: too small",
@@ -134,13 +139,15 @@ pub fn run(args: RunArgs) -> Result<(), Error> {
             uplink: host.uplink.index,
         },
         bgp: None,
+        egress,
     };
     if args.routing == Routing::Bgp {
         agent.bgp = Some(start_bird(&*store, &mut nl, &args, &agent.me, &metrics)?);
     }
     let (tx, rx) = channel();
     watch_datastore(store_conf, tx.clone(), metrics.clone())?;
-    watch_routes(tx)?;
+    watch_routes(tx.clone())?;
+    watch_nftables(tx)?;
     let resync = Duration::from_secs(args.resync_seconds.max(1));
     loop {
         match reconcile(&*store, &mut nl, &mut agent, &metrics) {
@@ -169,6 +176,40 @@ fn wait(rx: &Receiver<Trigger>, resync: Duration) {
         Err(RecvTimeoutError::Disconnected) => std::thread::sleep(resync),
     }
     while rx.try_recv().is_ok() {}
+}
+
+/// Start-up: has the kernel check the egress table it will get (without applying it). A kernel
+/// without nf_tables NAT stops the agent if a pool has natOutgoing; else egress is left off.
+fn check_egress(
+    store: &dyn Datastore,
+    pool: &podnet_ipam::PoolSpec,
+    mode: Option<Mode>,
+) -> Result<Option<Egress>, Error> {
+    let mut pools = podnet_ipam::pools::list(store)?;
+    if !pools.iter().any(|p| p.cidr() == pool.cidr()) {
+        pools.push(pool.clone()); // stored at the first block claim, natOutgoing on
+    }
+    let exclusions = podnet_ipam::pools::egress(store)?.nat_outgoing_exclusions;
+    let mut eg = Egress::open()?;
+    // The table as it will be, with a stand-in tunnel address (only its shape matters here).
+    let tunnel = tunnel::device(mode.unwrap_or(Mode::Ipip))
+        .map(|(dev, _)| (dev, std::net::Ipv4Addr::UNSPECIFIED));
+    let Some(want) = egress::desired(&egress::Inputs {
+        pools: &pools,
+        exclusions,
+        nodes: &[],
+        tunnel,
+    }) else {
+        return Ok(Some(eg));
+    };
+    match eg.check(&want) {
+        Ok(()) => Ok(Some(eg)),
+        Err(e) if egress::any_nat_outgoing(&pools) => Err(e),
+        Err(e) => {
+            tracing::warn!("{e}; no pool has natOutgoing, so the agent runs without its nftables table (no tunnel source fix)");
+            Ok(None)
+        }
+    }
 }
 
 /// BGP mode at start-up: BIRD's first config (a config BIRD refuses is fatal only when there
@@ -240,6 +281,7 @@ pub fn reconcile(
             }
         }
     }
+    sync_egress(store, agent, &nodes, metrics)?;
     metrics.reconciles.inc();
     metrics
         .reconcile_seconds
@@ -256,6 +298,48 @@ pub fn reconcile(
             "routes reconciled"
         );
     }
+    Ok(())
+}
+
+/// Brings table `ip podnet` in line with the pools, the egress option and the nodes.
+fn sync_egress(
+    store: &dyn Datastore,
+    agent: &mut Agent,
+    nodes: &[NodeRecord],
+    metrics: &Metrics,
+) -> Result<(), Error> {
+    let Some(eg) = agent.egress.as_mut() else {
+        return Ok(());
+    };
+    let pools = podnet_ipam::pools::list(store)?;
+    let exclusions = podnet_ipam::pools::egress(store)?.nat_outgoing_exclusions;
+    let tunnel_ip = nodes
+        .iter()
+        .find(|n| n.name == agent.me.name)
+        .and_then(|n| n.tunnel_ip);
+    let tunnel = tunnel::device(agent.me.mode)
+        .zip(tunnel_ip)
+        .map(|((dev, _), ip)| (dev, ip));
+    let want = egress::desired(&egress::Inputs {
+        pools: &pools,
+        exclusions,
+        nodes,
+        tunnel,
+    });
+    match eg.sync(&want) {
+        Ok(Synced::Unchanged) => {}
+        Ok(done) => {
+            metrics.egress_syncs.inc();
+            tracing::info!(?done, "nftables table ip podnet written");
+        }
+        Err(e) => {
+            metrics.egress_sync_failures.inc();
+            return Err(e);
+        }
+    }
+    metrics
+        .egress_rules
+        .set(want.map_or(0, |t| t.chains.iter().map(|c| c.rules.len()).sum::<usize>()) as i64);
     Ok(())
 }
 
@@ -303,6 +387,7 @@ fn watch_datastore(
                             keys::AFFINITIES,
                             keys::POOLS,
                             podnet_ipam::bgp::ROOT,
+                            podnet_ipam::pools::EGRESS,
                         ]
                         .iter()
                         .any(|p| e.key.starts_with(p));
@@ -361,6 +446,30 @@ fn watch_routes(tx: Sender<Trigger>) -> Result<(), Error> {
                 // Missed events (ENOBUFS) are made up for by a full pass.
                 let _ = tx.send(Trigger::RouteDeleted);
                 std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+}
+
+/// A thread listening for nftables changes; one touching table `ip podnet` (a flush or delete
+/// by hand, or the agent's own write) triggers a pass, which puts the table back if it differs.
+fn watch_nftables(tx: Sender<Trigger>) -> Result<(), Error> {
+    use podnet_netlink::nft::{NftEvent, NftMonitor};
+    let mut monitor = NftMonitor::open().map_err(Error::netlink("watch nftables changes"))?;
+    spawn("nftables", move || loop {
+        match monitor.wait() {
+            Ok(events) => {
+                let ours = events.iter().any(|e| match e {
+                    NftEvent::Table(t) => t == egress::TABLE,
+                    NftEvent::Lost => true,
+                });
+                if ours && tx.send(Trigger::NftablesChanged).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!("nftables events: {e}");
+                std::thread::sleep(Duration::from_millis(500));
             }
         }
     })

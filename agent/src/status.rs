@@ -30,6 +30,10 @@ pub struct Status {
     pub stale: Vec<String>,
     /// Whether the node has a route for 169.254.1.1, without which proxy ARP answers no pod.
     pub pod_gateway_routed: bool,
+    /// Table `ip podnet` as the kernel has it, rule by rule in words.
+    pub egress_rules: Vec<String>,
+    /// Whether the kernel's table is the one the datastore asks for (`None`: neither has one).
+    pub egress_in_sync: Option<bool>,
 }
 
 /// Reads the store and this namespace's kernel state for `node_name`.
@@ -159,7 +163,28 @@ pub fn status(store: &dyn Datastore, node_name: &str, cross_subnet: bool) -> Res
         .filter(|b| b.node.as_deref() == Some(node_name))
         .map(|b| b.cidr)
         .collect();
+    let pools = podnet_ipam::pools::list(store)?;
+    let want_egress = crate::egress::desired(&crate::egress::Inputs {
+        pools: &pools,
+        exclusions: podnet_ipam::pools::egress(store)?.nat_outgoing_exclusions,
+        nodes: &nodes,
+        tunnel: tunnel::device(mode)
+            .zip(me_record.tunnel_ip)
+            .map(|((dev, _), ip)| (dev, ip)),
+    });
+    let have_egress = crate::egress::Egress::open()?.read()?;
+    let egress_in_sync = match (&want_egress, &have_egress) {
+        (None, None) => None,
+        (Some(w), Some(h)) => Some(w.clone().sorted() == h.clone().sorted()),
+        _ => Some(false),
+    };
+    let egress_rules = have_egress
+        .as_ref()
+        .map(crate::egress::explain)
+        .unwrap_or_default();
     Ok(Status {
+        egress_rules,
+        egress_in_sync,
         node: me_record,
         blocks: my_blocks,
         tunnel,
@@ -200,6 +225,22 @@ impl Status {
                 "\nWARNING: {}\n",
                 podnet_netlink::NO_POD_GATEWAY_ROUTE
             ));
+        }
+        match self.egress_in_sync {
+            None => out.push_str("\negress: no nftables table (no natOutgoing pool, no tunnel)\n"),
+            Some(sync) => {
+                out.push_str(&format!(
+                    "\negress: nftables table ip podnet{}\n",
+                    if sync {
+                        ""
+                    } else {
+                        " DIFFERS from what the datastore asks for (the agent rewrites it within a second while it runs)"
+                    }
+                ));
+                for r in &self.egress_rules {
+                    out.push_str(&format!("  {r}\n"));
+                }
+            }
         }
         for s in &self.stale {
             out.push_str(&format!(

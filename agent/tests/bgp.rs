@@ -76,18 +76,7 @@ fn established(c: &Cluster, i: usize) -> usize {
 }
 
 fn http_get(c: &Cluster, i: usize, path: &str) -> String {
-    use std::io::{Read, Write};
-    c.nodes[i]
-        .ns
-        .run(|| {
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9099").ok()?;
-            write!(s, "GET {path} HTTP/1.0\r\n\r\n").ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out)
-        })
-        .unwrap()
-        .unwrap_or_default()
+    c.http_get(i, path).unwrap_or_default()
 }
 
 #[test]

@@ -167,22 +167,7 @@ fn ready(c: &Cluster, i: usize) -> bool {
 }
 
 fn http_get(c: &Cluster, i: usize, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let path = path.to_string();
-    c.nodes[i]
-        .ns
-        .run(move || {
-            let mut s = std::net::TcpStream::connect("127.0.0.1:9099").ok()?;
-            write!(
-                s,
-                "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out)
-        })
-        .unwrap()
+    c.http_get(i, path)
 }
 
 /// Another node registers and claims a block, as its agent would: every agent routes it

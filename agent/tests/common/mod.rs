@@ -318,6 +318,26 @@ impl Cluster {
 
     /// `podnet-agent ARGS` (with the cluster's datastore flags when `store` is set) in node
     /// `i`'s namespace: exit status and stdout.
+    /// GET `path` from node `i`'s agent on its loopback (`None` if it does not answer).
+    pub fn http_get(&self, i: usize, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let path = path.to_string();
+        self.nodes[i]
+            .ns
+            .run(move || {
+                let mut s = std::net::TcpStream::connect("127.0.0.1:9099").ok()?;
+                write!(
+                    s,
+                    "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                )
+                .ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                Some(out)
+            })
+            .unwrap()
+    }
+
     pub fn agent_cli(&self, i: usize, args: &[&str], store: bool) -> (bool, String, String) {
         let mut c = Command::new("nsenter");
         c.arg(format!("--net={}", self.nodes[i].ns.path()))
