@@ -2,7 +2,7 @@
 //!
 //! The kernel is Debian's own (the package `linux-image-amd64` depends on), fetched with
 //! `apt-get download` and unpacked with `dpkg -x` into `target/vm/`. A small initramfs (static
-//! busybox, the modules for 9p, IPIP, veth, bridge and VXLAN, and `/init`) mounts the host's
+//! busybox, the modules for 9p, IPIP, veth, bridge, VXLAN and nftables NAT, and `/init`) mounts the host's
 //! root read-only over virtio-9p and the repository read-write at the same path, chroots, runs
 //! the command and prints its exit code on the serial console. Host-built binaries therefore
 //! run as they are. Software emulation (TCG) unless a probe shows KVM really boots.
@@ -34,6 +34,14 @@ const MODULES: &[&str] = &[
     "veth",
     "bridge",
     "vxlan",
+    // The agent's egress table (natOutgoing): nf_tables with NAT, masquerade and fib.
+    // libcrc32c needs a crc32c implementation first (a soft dependency modules.dep omits).
+    "crc32c_generic",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_masq",
+    "nf_nat",
+    "nft_fib_ipv4",
 ];
 const EXIT_MARK: &str = "PODNET-VM-EXIT=";
 
