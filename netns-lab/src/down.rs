@@ -23,6 +23,7 @@ pub fn down(name: &str) -> Result<()> {
             .iter()
             .filter_map(|n| n.agent.clone())
             .chain(lab.routers.iter().cloned())
+            .chain(lab.outside.iter().cloned())
             .chain(
                 lab.pods
                     .iter()

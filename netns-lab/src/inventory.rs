@@ -43,7 +43,15 @@ impl Inventory {
                 names.insert(ip, format!("pod {}", p.name));
             }
         }
-        names.insert(lab.scenario.gateway, "fabric gateway".into());
+        names.insert(
+            lab.scenario.gateway,
+            "upstream router (fabric gateway)".into(),
+        );
+        if let Some(o) = &lab.scenario.outside {
+            for h in &o.hosts {
+                names.insert(h.ip, format!("{} (outside, RFC 5737 stand-in)", h.name));
+            }
+        }
         for r in &lab.scenario.routers {
             for (net, ip) in &r.interfaces {
                 names.insert(

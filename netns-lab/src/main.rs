@@ -105,6 +105,7 @@ enum Cmd {
     },
     /// Packets on an interface inside a node (or pod): a pcap file, or one line each.
     Capture {
+        /// A node, a pod, or `internet` (the outside world: see masqueraded sources there).
         node: String,
         iface: String,
         /// Write a pcap file (tcpdump -r / Wireshark).

@@ -48,6 +48,44 @@ pub struct Pool {
     pub cidr: Ipv4Net,
     #[serde(default = "default_block_size")]
     pub block_size: u8,
+    /// Masquerade the pool's traffic to the outside (Calico's `natOutgoing`, on by default).
+    #[serde(default = "yes")]
+    pub nat_outgoing: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The lab's stand-in for the internet: a namespace behind the fabric's gateway (the upstream
+/// router), holding hosts that answer ping and HTTP. Documentation addresses only (RFC 5737).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Outside {
+    /// The upstream router's address on the outside link, with the link's prefix.
+    pub router: Ipv4Net,
+    pub hosts: Vec<OutsideHost>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutsideHost {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+/// The RFC 5737 documentation networks: the only addresses the lab's outside world may use.
+pub const DOCUMENTATION_NETS: [&str; 3] = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"];
+
+/// Unless a scenario says otherwise: 203.0.113.1 routes to www.example.com at 203.0.113.10.
+pub fn default_outside() -> Option<Outside> {
+    Some(Outside {
+        router: "203.0.113.1/24".parse().expect("literal"),
+        hosts: vec![OutsideHost {
+            name: "www.example.com".into(),
+            ip: "203.0.113.10".parse().expect("literal"),
+        }],
+    })
 }
 
 fn default_block_size() -> u8 {
@@ -196,6 +234,9 @@ pub struct Scenario {
     /// No encapsulation between nodes of one subnet (`--cross-subnet` of the agents).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cross_subnet: bool,
+    /// The outside world behind the gateway (`outside: null` for none).
+    #[serde(default = "default_outside")]
+    pub outside: Option<Outside>,
 }
 
 fn default_encap() -> Encap {
@@ -299,6 +340,7 @@ impl Scenario {
             pool: Pool {
                 cidr: "10.64.0.0/12".parse()?,
                 block_size: 26,
+                nat_outgoing: true,
             },
             nodes,
             pods,
@@ -306,6 +348,7 @@ impl Scenario {
             routers: Vec::new(),
             bgp: None,
             cross_subnet: false,
+            outside: None,
         };
         s.validate()?;
         Ok(s)
@@ -365,6 +408,29 @@ impl Scenario {
 
     fn validate(&self) -> Result<()> {
         valid_name("lab name", &self.name)?;
+        if let Some(o) = &self.outside {
+            let doc: Vec<Ipv4Net> = DOCUMENTATION_NETS
+                .iter()
+                .map(|n| n.parse().expect("literal"))
+                .collect();
+            let documented = |ip: &Ipv4Addr| doc.iter().any(|n| n.contains(ip));
+            for (what, ip) in std::iter::once(("outside router", o.router.addr()))
+                .chain(o.hosts.iter().map(|h| ("outside host", h.ip)))
+            {
+                if !documented(&ip) {
+                    bail!("{what} {ip} is not a documentation address (RFC 5737: {}): the lab never uses real public addresses", DOCUMENTATION_NETS.join(", "));
+                }
+                if !o.router.contains(&ip) {
+                    bail!(
+                        "{what} {ip} is outside the outside link {}",
+                        o.router.trunc()
+                    );
+                }
+            }
+            if o.hosts.is_empty() {
+                bail!("outside: give at least one host (or `outside: null`)");
+            }
+        }
         if !self.fabric.contains(&self.gateway) {
             bail!("gateway {} is not in fabric {}", self.gateway, self.fabric);
         }

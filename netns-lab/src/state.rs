@@ -81,6 +81,9 @@ pub struct LabState {
     /// The BIRDs of the scenario's routers.
     #[serde(default)]
     pub routers: Vec<Proc>,
+    /// The outside world's servers (HTTP on its hosts).
+    #[serde(default)]
+    pub outside: Vec<Proc>,
 }
 
 fn datastore_routing() -> String {
@@ -125,6 +128,11 @@ impl LabState {
     /// The fabric namespace's name.
     pub fn fabric(&self) -> String {
         format!("{}-fabric", self.name)
+    }
+
+    /// The namespace playing the internet, behind the fabric's gateway (the upstream router).
+    pub fn internet(&self) -> String {
+        format!("{}-internet", self.name)
     }
 
     /// Runs `f` on the lab's datastore. etcd serves the fabric, so it is reached from a thread

@@ -116,6 +116,58 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             "{explain}"
         );
         assert!(report.contains("PASS  trace ubuntu-test -> multi-container is 192.168.110.103, 10.233.78.0, 10.233.78.3"), "{report}");
+        // The way out (natOutgoing): the seed's `ping 8.8.8.8`, on the lab's stand-in.
+        assert!(report.contains("PASS  ubuntu-test pings 203.0.113.10 outside the cluster (masqueraded by its node)"), "{report}");
+        assert!(
+            report.contains(
+                "PASS  with natOutgoing off, ubuntu-test gets no reply from 203.0.113.10"
+            ),
+            "{report}"
+        );
+        let ping = ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "203.0.113.10",
+        ]);
+        assert!(ping.contains("2 received"), "{ping}");
+        let seen = std::thread::spawn(|| {
+            ok(&["capture", "internet", "eth0", "-c", "2", "--timeout", "10"])
+        });
+        std::thread::sleep(std::time::Duration::from_millis(700));
+        ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            "ping",
+            "-c",
+            "2",
+            "203.0.113.10",
+        ]);
+        let seen = seen.join().unwrap();
+        assert!(
+            seen.contains("IP 192.168.110.103 > 203.0.113.10: ICMP type 8"),
+            "the outside sees the node: {seen}"
+        );
+        let out = ok(&["explain", "ubuntu-test", "203.0.113.10"]);
+        assert!(
+            out.contains("nftables table ip podnet, chain nat (postrouting, srcnat) matches it"),
+            "{out}"
+        );
+        assert!(
+            out.contains("`ip saddr @nat-pools ip daddr != @all-pools counter packets"),
+            "{out}"
+        );
+        let tr = ok(&["trace", "ubuntu-test", "203.0.113.10"]);
+        assert!(
+            tr.contains("192.168.110.103")
+                && tr.contains("upstream router")
+                && tr.contains("www.example.com"),
+            "{tr}"
+        );
         let pods = ok(&["get", "pods", "-o", "wide"]);
         assert!(
             pods.contains("ubuntu-test")
@@ -252,6 +304,43 @@ fn generated_and_file_scenarios() {
     assert_eq!(host_snapshot(), before);
 
     let dir = tempfile::tempdir().unwrap();
+    // natOutgoing off in a scenario file: pods are cut off from the outside, and `test` says why.
+    let off = dir.path().join("off.yaml");
+    std::fs::write(&off, "name: noout\nfabric: 10.9.0.0/16\ngateway: 10.9.0.1\nencapsulation: vxlan\npool: {cidr: 10.99.0.0/16, blockSize: 24, natOutgoing: false}\nnodes: [{name: a, ip: 10.9.0.10}, {name: b, ip: 10.9.0.11}]\npods:\n  - node: a\n    manifest: {apiVersion: v1, kind: Pod, metadata: {name: p}, spec: {containers: [{name: c, image: ubuntu, command: [sleep, 3650d]}]}}\noutside:\n  router: 198.51.100.1/24\n  hosts: [{name: mirror.example.net, ip: 198.51.100.20}]\n").unwrap();
+    ok(&["up", "--quiet", off.to_str().unwrap()]);
+    let report = lab(&["--lab", "noout", "test"]);
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    let ping = lab(&[
+        "--lab",
+        "noout",
+        "exec",
+        "p",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "198.51.100.20",
+    ]);
+    ok(&["--lab", "noout", "down"]);
+    assert!(report.status.success(), "{text}");
+    assert!(
+        text.contains("PASS  p does not reach 198.51.100.20: natOutgoing is off for 10.99.0.0/16"),
+        "{text}"
+    );
+    assert!(!ping.status.success());
+    assert_eq!(host_snapshot(), before);
+    let public = dir.path().join("public.yaml");
+    std::fs::write(&public, "name: pub\nfabric: 10.9.0.0/16\ngateway: 10.9.0.1\npool: {cidr: 10.99.0.0/16}\nnodes: [{name: a, ip: 10.9.0.10}]\noutside: {router: 8.8.8.1/24, hosts: [{name: dns.google, ip: 8.8.8.8}]}\n").unwrap();
+    let out = lab(&["up", public.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a documentation address (RFC 5737"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let bad = dir.path().join("bad.yaml");
     std::fs::write(&bad, "name: x\nfabric: 10.9.0.0/16\ngateway: 10.9.0.1\npool: {cidr: 10.99.0.0/16}\nnodes: [{name: a, ip: 10.8.0.1}]\n").unwrap();
     let out = lab(&["up", bad.to_str().unwrap()]);

@@ -26,10 +26,18 @@ pub fn capture(
     timeout: Duration,
     ipv4_only: bool,
 ) -> Result<Vec<Frame>> {
-    if !lab.nodes.iter().any(|n| n.name == node) && lab.pod(node).is_err() {
-        bail!("no node or pod {node} in lab {}", lab.name);
-    }
-    let ns = Netns::open(LabState::netns_path(node))?;
+    // `internet` is the outside world's namespace (where masqueraded traffic arrives).
+    let path = if node == "internet" && lab.scenario.outside.is_some() {
+        LabState::netns_path(&lab.internet())
+    } else if !lab.nodes.iter().any(|n| n.name == node) && lab.pod(node).is_err() {
+        bail!(
+            "no node or pod {node} in lab {} (or `internet`, the outside world)",
+            lab.name
+        );
+    } else {
+        LabState::netns_path(node)
+    };
+    let ns = Netns::open(path)?;
     ns.run(|| -> Result<Vec<Frame>> {
         let mut nl = Netlink::open()?;
         let link = nl

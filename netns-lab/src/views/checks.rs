@@ -194,6 +194,9 @@ pub fn test(lab: &LabState) -> Result<bool> {
         );
     }
     every_node_reaches_every_node(&mut t, lab)?;
+    if let (Some(outside), Some(pod)) = (&lab.scenario.outside, lab.pods.first()) {
+        outside_checks(&mut t, lab, &pod.name, outside.hosts[0].ip)?;
+    }
     println!("\n{} passed, {} failed", t.passed, t.failed);
     Ok(t.failed == 0)
 }
@@ -500,6 +503,63 @@ fn every_node_reaches_every_node(t: &mut Checks, lab: &LabState) -> Result<()> {
         let _ = runtime::cni(&bins, lab, p, "DEL");
         let _ = podnet_netlink::netns::remove(LabState::netns_path(&p.name));
     }
+    Ok(())
+}
+
+/// The way out: the pod reaches the outside host only masqueraded (the upstream router has no
+/// route to the pool), so with natOutgoing switched off for a moment it must not. Each try is
+/// a new TCP connection to the host's HTTP port: a new flow, where an old one (a ping's) would
+/// keep the NAT binding conntrack gave it.
+fn outside_checks(t: &mut Checks, lab: &LabState, pod: &str, host: Ipv4Addr) -> Result<()> {
+    let ns = Netns::open(LabState::netns_path(pod))?;
+    let reaches = || {
+        (0..3).any(|_| {
+            ns.run(|| {
+                std::net::TcpStream::connect_timeout(
+                    &(host, 80).into(),
+                    std::time::Duration::from_millis(700),
+                )
+                .is_ok()
+            })
+            .unwrap_or(false)
+        })
+    };
+    let pool = lab.scenario.pool.cidr;
+    if !lab.scenario.pool.nat_outgoing {
+        t.check(
+            &format!("{pod} does not reach {host}: natOutgoing is off for {pool} and the upstream router has no route back to pods"),
+            if reaches() { Err("it did".into()) } else { Ok(()) },
+        );
+        return Ok(());
+    }
+    t.check(
+        &format!("{pod} pings {host} outside the cluster (masqueraded by its node)"),
+        if ping(lab, pod, host).unwrap_or(false) && reaches() {
+            Ok(())
+        } else {
+            Err("no reply".into())
+        },
+    );
+    let set = |on: bool| {
+        lab.with_store(move |s| podnet_ipam::pools::set_nat_outgoing(s, pool, on).map(drop))
+    };
+    set(false)??;
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let off = reaches();
+    set(true)??;
+    t.check(
+        &format!("with natOutgoing off, {pod} gets no reply from {host} (its address is unknown outside)"),
+        if off { Err("a reply came: something else masquerades".into()) } else { Ok(()) },
+    );
+    let start = std::time::Instant::now();
+    let mut back = false;
+    while start.elapsed() < std::time::Duration::from_secs(3) && !back {
+        back = reaches();
+    }
+    t.check(
+        &format!("natOutgoing back on: {pod} reaches {host} again"),
+        if back { Ok(()) } else { Err("no reply".into()) },
+    );
     Ok(())
 }
 

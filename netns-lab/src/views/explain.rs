@@ -49,6 +49,67 @@ impl Ns {
     }
 }
 
+/// The masquerade step on the way out, from the node's nftables table `ip podnet` as the kernel
+/// holds it: which rule matches this packet, or why none does.
+fn masquerade_step(
+    node: &str,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    out_src: &Option<Ipv4Addr>,
+) -> Result<String> {
+    use podnet_netlink::nft::{Expr, Field, Nftables};
+    let table =
+        Netns::open(LabState::netns_path(node))?.run(|| Nftables::open()?.read("podnet"))??;
+    let Some(table) = table else {
+        return Ok(format!("   {node} has no nftables table ip podnet: nothing masquerades, and {src} leaves as it is;
+   the outside cannot answer a pod address.
+"));
+    };
+    let in_set = |name: &str, ip: Ipv4Addr| table.set(name).is_some_and(|s| s.contains(ip));
+    for chain in &table.chains {
+        for rule in &chain.rules {
+            // Only the pool rule applies to a pod's packet (the tunnel rule is for the node's own).
+            let mut matches = true;
+            let mut field = None;
+            let mut is_pool_rule = false;
+            for e in &rule.exprs {
+                match e {
+                    Expr::Load(f) => field = Some(*f),
+                    Expr::Lookup { set, invert } => {
+                        is_pool_rule |= set == "nat-pools";
+                        let ip = if field == Some(Field::IpSaddr) {
+                            src
+                        } else {
+                            dst
+                        };
+                        matches &= in_set(set, ip) != *invert;
+                    }
+                    _ => {}
+                }
+            }
+            if is_pool_rule && matches {
+                let packets = rule.exprs.iter().find_map(|e| match e {
+                    Expr::Counter { packets, .. } => Some(*packets),
+                    _ => None,
+                });
+                return Ok(format!(
+                    "   Leaving {node}, nftables table ip podnet, chain {} (postrouting, srcnat) matches it with
+   `{rule}`
+   ({} packets so far): the source {src} becomes {}, the node's own address on the way out, with a random
+   port (fully-random). That is Calico's natOutgoing: {src} is in a natOutgoing pool, {dst} is in no pool.
+",
+                    chain.name,
+                    packets.unwrap_or(0),
+                    out_src.map(|a| a.to_string()).unwrap_or_else(|| "the node's address".into())
+                ));
+            }
+        }
+    }
+    Ok(format!("   No rule of {node}'s nftables table ip podnet matches {src} -> {dst} (natOutgoing is off for its pool):
+   it leaves with the pod's own address, and no reply can come back.
+"))
+}
+
 pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
     let src_pod = lab.pod(from)?;
     let dst = resolve(lab, to)?;
@@ -85,6 +146,34 @@ pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
             .find(|n| n.ip == gw || n.tunnel_ip == Some(gw))
             .cloned()
     };
+    if gw == lab.scenario.gateway && !lab.scenario.pool.cidr.contains(&dst) {
+        out += &format!(
+            "2. On {}, the kernel's route to {dst}: `{}`, the default route: {dst} is outside the cluster.
+",
+            src_pod.node,
+            node.show(&r, dst)
+        );
+        let src: Ipv4Addr = src_pod
+            .ip()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        out += &masquerade_step(
+            &src_pod.node,
+            src,
+            dst,
+            &node.nl.route_to(dst)?.and_then(|r| r.pref_source),
+        )?;
+        out += &format!(
+            "3. The upstream router ({gw}) hands it to {} on its outside link. It has no route to the pod pool
+   {} (no provider has): the reply goes back to the node's address, and {} turns it back into one for {from}.
+",
+            inv.describe(dst),
+            lab.scenario.pool.cidr,
+            src_pod.node
+        );
+        return Ok(out);
+    }
     // Unencapsulated traffic to another rack goes by routers first.
     let mut routers = Vec::new();
     let mut next = gw;

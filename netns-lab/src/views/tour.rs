@@ -74,6 +74,24 @@ pub fn tour(lab: &LabState, lang: Lang) -> Result<()> {
         ),
     ];
     let mut exercises = exercises;
+    if let Some(host) = lab
+        .scenario
+        .outside
+        .as_ref()
+        .map(|o| o.hosts[0].ip.to_string())
+    {
+        // The seed's first check inside a pod is `ping 8.8.8.8`.
+        exercises[0].2.insert(0, step(
+            &["exec", "ubuntu-test", "--", "ping", "-c", "2", &host],
+            &format!("The seed starts inside the pod with `ping 8.8.8.8`: the internet answers. The lab never sends traffic to real public addresses, so its internet is a namespace behind the upstream router with documentation addresses (RFC 5737): {host} stands in for 8.8.8.8. That upstream router has no route to the pod pool, like a real provider: the reply comes back only because the pod's node masquerades it (Calico's natOutgoing)."),
+            &format!("원문은 파드 안에서 `ping 8.8.8.8` 로 시작합니다: 인터넷이 응답합니다. 랩은 실제 공인 주소로 트래픽을 보내지 않으므로, 업스트림 라우터 뒤에 문서용 주소(RFC 5737)를 쓰는 네임스페이스를 인터넷으로 둡니다: {host} 가 8.8.8.8 을 대신합니다. 업스트림 라우터에는 파드 풀로 가는 경로가 없습니다(실제 인터넷 사업자처럼). 응답이 돌아오는 것은 파드의 노드가 출발지 주소를 자기 주소로 바꾸기(masquerade, Calico 의 natOutgoing) 때문입니다."),
+        ));
+        exercises[0].2.insert(1, step(
+            &["explain", "ubuntu-test", &host],
+            "Where the masquerade happens: the rule of the node's nftables table `ip podnet` that matched, read from the kernel.",
+            "masquerade 가 일어나는 곳: 커널에서 읽은 노드의 nftables 테이블 `ip podnet` 의 규칙입니다.",
+        ));
+    }
     if lab.bgp() {
         // The step the seed leaves implicit: where the routes of exercise 3 come from.
         exercises[2].2.insert(1, step(
