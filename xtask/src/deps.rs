@@ -50,6 +50,11 @@ pub const BIRD: Package = Package {
     name: "bird2",
     provides: "/usr/sbin/bird",
 };
+/// `nft`, with which tests look at the nftables tables (products program them over netlink).
+pub const NFTABLES: Package = Package {
+    name: "nftables",
+    provides: "/usr/sbin/nft",
+};
 /// A real etcd for the etcd backend's tests.
 pub const ETCD: Package = Package {
     name: "etcd-server",

@@ -4,7 +4,9 @@
 //! and without sudo this fails and says why. The IPIP suite (tests named `ipip_`) runs
 //! natively where the kernel has IPIP, else in one boot of `cargo xtask vm`.
 
-use crate::deps::{self, BIRD, CNI_PLUGINS, ETCD, IPROUTE2, PING, PROTOBUF_TYPES, PROTOC, SQLITE3};
+use crate::deps::{
+    self, BIRD, CNI_PLUGINS, ETCD, IPROUTE2, NFTABLES, PING, PROTOBUF_TYPES, PROTOC, SQLITE3,
+};
 use crate::sh::{self, cargo, execute, have, is_root};
 use anyhow::{bail, Result};
 
@@ -28,6 +30,7 @@ pub fn run(args: Args) -> Result<()> {
         &SQLITE3,
         &ETCD,
         &BIRD,
+        &NFTABLES,
     ])?;
     if !args.no_lint {
         lint_workflows()?;
