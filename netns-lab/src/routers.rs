@@ -133,6 +133,7 @@ pub fn build(lab: &LabState, fabric: &mut Netlink, bridges: &[(String, u32)]) ->
             let subnet = lab.scenario.subnet(net).expect("validated");
             let (ip, prefix) = (*ip, subnet.prefix_len());
             let name2 = name.clone();
+            let upstream = (net == crate::scenario::FABRIC).then_some(lab.scenario.gateway);
             ns.run(move || -> Result<()> {
                 let mut nl = Netlink::open()?;
                 for l in ["lo", name2.as_str()] {
@@ -141,6 +142,21 @@ pub fn build(lab: &LabState, fabric: &mut Netlink, bridges: &[(String, u32)]) ->
                 }
                 let link = nl.link(&name2)?.context("router interface vanished")?;
                 nl.add_address(link.index, ipnet::Ipv4Net::new(ip, prefix)?)?;
+                if let Some(gw) = upstream {
+                    // Anything not learned by BGP goes to the upstream router (the way out).
+                    nl.add_route(
+                        &podnet_netlink::RouteSpec {
+                            dst: "0.0.0.0/0".parse()?,
+                            kind: podnet_netlink::RouteKind::Unicast,
+                            gateway: Some(gw),
+                            oif: Some(link.index),
+                            scope_link: false,
+                            onlink: false,
+                            protocol: 4,
+                        },
+                        false,
+                    )?;
+                }
                 podnet_netlink::sysctl::write("net.ipv4.ip_forward", "1")?;
                 Ok(())
             })??;
