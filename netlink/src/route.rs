@@ -97,16 +97,24 @@ impl Route {
 }
 
 impl RouteSpec {
-    /// `default via <gateway> dev <oif> [onlink]`, as a node's uplink route (static protocol).
-    pub fn default_via(gateway: Ipv4Addr, oif: u32, onlink: bool) -> RouteSpec {
+    /// `<dst> via <gateway> dev <oif>`, a static route (protocol static, as `ip route add`).
+    pub fn via(dst: Ipv4Net, gateway: Ipv4Addr, oif: u32) -> RouteSpec {
         RouteSpec {
-            dst: Ipv4Net::default(),
+            dst,
             kind: RouteKind::Unicast,
             gateway: Some(gateway),
             oif: Some(oif),
             scope_link: false,
-            onlink,
+            onlink: false,
             protocol: 4,
+        }
+    }
+
+    /// `default via <gateway> dev <oif> [onlink]`, as a node's uplink route (static protocol).
+    pub fn default_via(gateway: Ipv4Addr, oif: u32, onlink: bool) -> RouteSpec {
+        RouteSpec {
+            onlink,
+            ..RouteSpec::via(Ipv4Net::default(), gateway, oif)
         }
     }
 

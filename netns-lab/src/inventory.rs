@@ -43,13 +43,17 @@ impl Inventory {
                 names.insert(ip, format!("pod {}", p.name));
             }
         }
-        names.insert(
-            lab.scenario.gateway,
-            "upstream router (fabric gateway)".into(),
-        );
+        names.insert(lab.scenario.gateway, "fabric gateway".into());
         if let Some(o) = &lab.scenario.outside {
+            let (near, far) = o.transit_ends();
+            names.insert(near, "fabric gateway (wan0)".into());
+            names.insert(far, "upstream router (provider, eth0)".into());
+            names.insert(o.router.addr(), "upstream router (provider, eth1)".into());
             for h in &o.hosts {
                 names.insert(h.ip, format!("{} (outside, RFC 5737 stand-in)", h.name));
+            }
+            if let Some(r) = o.resolver {
+                names.insert(r, "resolver (outside DNS, RFC 5737 stand-in)".into());
             }
         }
         for r in &lab.scenario.routers {

@@ -1,8 +1,10 @@
 //! `podnet-lab`: the seed's cluster (or any scenario) built from network namespaces on one
 //! machine, driven by the real podnet binaries, and the commands to look at it.
 
+mod dns;
 mod down;
 mod inventory;
+mod outside;
 mod procs;
 mod progress;
 mod routers;
@@ -105,7 +107,8 @@ enum Cmd {
     },
     /// Packets on an interface inside a node (or pod): a pcap file, or one line each.
     Capture {
-        /// A node, a pod, or `internet` (the outside world: see masqueraded sources there).
+        /// A node, a pod, `upstream` (the provider's router) or `internet` (the outside world:
+        /// see masqueraded sources there).
         node: String,
         iface: String,
         /// Write a pcap file (tcpdump -r / Wireshark).
@@ -132,6 +135,23 @@ enum Cmd {
     ServeHttp {
         #[arg(long, default_value_t = 80)]
         port: u16,
+    },
+    /// (used inside the lab) answer DNS for a few names (A records; NXDOMAIN for the rest).
+    #[command(hide = true)]
+    ServeDns {
+        /// The address to answer on.
+        #[arg(long, default_value = "0.0.0.0:53")]
+        listen: std::net::SocketAddr,
+        /// NAME=IPv4, repeated.
+        #[arg(long = "record")]
+        records: Vec<String>,
+    },
+    /// Look a name up (A records) the way a pod's resolver would, without dig.
+    Resolve {
+        name: String,
+        /// The DNS server (IPv4, port 53 unless given as IP:PORT).
+        #[arg(long)]
+        server: String,
     },
     /// (used inside the lab) fetch a URL.
     #[command(hide = true)]
@@ -190,6 +210,35 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::ServeHttp { port } => {
             serve::serve_http(port)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::ServeDns { listen, records } => {
+            dns::serve(listen, &dns::Zone::parse_records(&records)?)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Cmd::Resolve { name, server } => {
+            let server: std::net::SocketAddr = match server.parse() {
+                Ok(a) => a,
+                Err(_) => (
+                    server.parse::<std::net::Ipv4Addr>().with_context(|| {
+                        format!("--server {server:?}: expected IPv4 or IPv4:PORT")
+                    })?,
+                    53,
+                )
+                    .into(),
+            };
+            match dns::resolve(server, &name, std::time::Duration::from_secs(2))? {
+                dns::Found::Addresses(ips) => {
+                    println!("Server:\t{server}\nName:\t{name}");
+                    for ip in ips {
+                        println!("Address: {ip}");
+                    }
+                }
+                dns::Found::NxDomain => {
+                    eprintln!("** server {server} can't find {name}: NXDOMAIN");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Cmd::HttpGet { url } => {
@@ -360,7 +409,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             });
         }
-        Cmd::ServeHttp { .. } | Cmd::HttpGet { .. } | Cmd::Sink { .. } | Cmd::Send { .. } => {
+        Cmd::ServeHttp { .. }
+        | Cmd::ServeDns { .. }
+        | Cmd::Resolve { .. }
+        | Cmd::HttpGet { .. }
+        | Cmd::Sink { .. }
+        | Cmd::Send { .. } => {
             unreachable!("handled above")
         }
     }

@@ -145,15 +145,7 @@ pub fn build(lab: &LabState, fabric: &mut Netlink, bridges: &[(String, u32)]) ->
                 if let Some(gw) = upstream {
                     // Anything not learned by BGP goes to the upstream router (the way out).
                     nl.add_route(
-                        &podnet_netlink::RouteSpec {
-                            dst: "0.0.0.0/0".parse()?,
-                            kind: podnet_netlink::RouteKind::Unicast,
-                            gateway: Some(gw),
-                            oif: Some(link.index),
-                            scope_link: false,
-                            onlink: false,
-                            protocol: 4,
-                        },
+                        &podnet_netlink::RouteSpec::default_via(gw, link.index, false),
                         false,
                     )?;
                 }

@@ -57,14 +57,36 @@ fn yes() -> bool {
     true
 }
 
-/// The lab's stand-in for the internet: a namespace behind the fabric's gateway (the upstream
-/// router), holding hosts that answer ping and HTTP. Documentation addresses only (RFC 5737).
+/// The lab's stand-in for the internet: an `upstream` router namespace behind the fabric's
+/// gateway (the provider's router, with no route to the pod pool), and an `internet`
+/// namespace behind it holding hosts that answer ping and HTTP, and a resolver that answers
+/// their names. Documentation addresses only (RFC 5737).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Outside {
     /// The upstream router's address on the outside link, with the link's prefix.
     pub router: Ipv4Net,
+    /// The link between the fabric's gateway (first address) and the upstream router
+    /// (second address).
+    #[serde(default = "default_transit")]
+    pub transit: Ipv4Net,
+    /// A DNS server on the outside link answering the hosts' names (none if not given).
+    #[serde(default)]
+    pub resolver: Option<Ipv4Addr>,
     pub hosts: Vec<OutsideHost>,
+}
+
+impl Outside {
+    /// The fabric's address on the transit link, and the upstream router's.
+    pub fn transit_ends(&self) -> (Ipv4Addr, Ipv4Addr) {
+        let mut hosts = self.transit.hosts();
+        let first = hosts.next().expect("validated: room for two");
+        (first, hosts.next().expect("validated: room for two"))
+    }
+}
+
+fn default_transit() -> Ipv4Net {
+    "192.0.2.0/30".parse().expect("literal")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,10 +99,13 @@ pub struct OutsideHost {
 /// The RFC 5737 documentation networks: the only addresses the lab's outside world may use.
 pub const DOCUMENTATION_NETS: [&str; 3] = ["192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24"];
 
-/// Unless a scenario says otherwise: 203.0.113.1 routes to www.example.com at 203.0.113.10.
+/// Unless a scenario says otherwise: 203.0.113.1 routes to www.example.com at 203.0.113.10,
+/// and the resolver at 203.0.113.53 knows its name.
 pub fn default_outside() -> Option<Outside> {
     Some(Outside {
         router: "203.0.113.1/24".parse().expect("literal"),
+        transit: default_transit(),
+        resolver: Some("203.0.113.53".parse().expect("literal")),
         hosts: vec![OutsideHost {
             name: "www.example.com".into(),
             ip: "203.0.113.10".parse().expect("literal"),
@@ -414,8 +439,32 @@ impl Scenario {
                 .map(|n| n.parse().expect("literal"))
                 .collect();
             let documented = |ip: &Ipv4Addr| doc.iter().any(|n| n.contains(ip));
+            if o.transit.prefix_len() > 30
+                || o.transit.contains(&o.router.addr())
+                || o.router.contains(&o.transit.network())
+            {
+                bail!("outside transit {}: needs two addresses (/30 or wider) apart from the outside link {}", o.transit, o.router.trunc());
+            }
+            let (near, far) = o.transit_ends();
+            for (what, ip) in [("transit link", near), ("transit link", far)] {
+                if !documented(&ip) {
+                    bail!("{what} {ip} is not a documentation address (RFC 5737: {}): the lab never uses real public addresses", DOCUMENTATION_NETS.join(", "));
+                }
+            }
+            let mut taken = HashSet::from([o.router.addr()]);
+            for (what, ip) in o
+                .hosts
+                .iter()
+                .map(|h| ("outside host", h.ip))
+                .chain(o.resolver.map(|r| ("outside resolver", r)))
+            {
+                if !taken.insert(ip) {
+                    bail!("{what} {ip}: the address is taken on the outside link");
+                }
+            }
             for (what, ip) in std::iter::once(("outside router", o.router.addr()))
                 .chain(o.hosts.iter().map(|h| ("outside host", h.ip)))
+                .chain(o.resolver.map(|r| ("outside resolver", r)))
             {
                 if !documented(&ip) {
                     bail!("{what} {ip} is not a documentation address (RFC 5737: {}): the lab never uses real public addresses", DOCUMENTATION_NETS.join(", "));
@@ -429,6 +478,16 @@ impl Scenario {
             }
             if o.hosts.is_empty() {
                 bail!("outside: give at least one host (or `outside: null`)");
+            }
+            let inside = std::iter::once(("fabric", self.fabric.trunc()))
+                .chain(std::iter::once(("pool", self.pool.cidr)))
+                .chain(self.segments.iter().map(|s| ("segment", s.subnet.trunc())));
+            for (what, net) in inside {
+                for outside in [o.router.trunc(), o.transit] {
+                    if net.contains(&outside.network()) || outside.contains(&net.network()) {
+                        bail!("outside network {outside} overlaps the {what} {net}");
+                    }
+                }
             }
         }
         if !self.fabric.contains(&self.gateway) {
@@ -728,5 +787,41 @@ mod tests {
             let e = Scenario::parse(&bad, read).unwrap_err();
             assert!(format!("{e:#}").contains(why), "{why}: {e:#}");
         }
+    }
+
+    #[test]
+    fn the_outside_world_uses_documentation_addresses_apart_from_the_cluster() {
+        let read = |f: &str| {
+            SEED_FILES
+                .iter()
+                .find(|(name, _)| *name == f)
+                .map(|(_, text)| text.to_string())
+                .context("no such manifest")
+        };
+        let with = |outside: &str| format!("{SEED}\noutside: {outside}\n");
+        let good = with("{router: 198.51.100.1/24, resolver: 198.51.100.53, hosts: [{name: a.example, ip: 198.51.100.9}]}");
+        let s = Scenario::parse(&good, read).unwrap();
+        let o = s.outside.unwrap();
+        assert_eq!(
+            o.transit_ends(),
+            ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap())
+        );
+        assert_eq!(o.resolver, Some("198.51.100.53".parse().unwrap()));
+        for (bad, why) in [
+            ("{router: 198.51.100.1/24, transit: 10.1.0.0/30, hosts: [{name: a, ip: 198.51.100.9}]}", "not a documentation address"),
+            ("{router: 198.51.100.1/24, transit: 192.0.2.0/31, hosts: [{name: a, ip: 198.51.100.9}]}", "needs two addresses"),
+            ("{router: 198.51.100.1/24, transit: 198.51.100.0/30, hosts: [{name: a, ip: 198.51.100.9}]}", "apart from the outside link"),
+            ("{router: 198.51.100.1/24, resolver: 198.51.100.9, hosts: [{name: a, ip: 198.51.100.9}]}", "taken"),
+            ("{router: 198.51.100.1/24, resolver: 8.8.8.8, hosts: [{name: a, ip: 198.51.100.9}]}", "not a documentation address"),
+        ] {
+            let e = Scenario::parse(&with(bad), read).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{why}: {e:#}");
+        }
+        let overlapping = with("{router: 198.51.100.1/24, hosts: [{name: a, ip: 198.51.100.9}]}")
+            .replace("192.168.110.", "198.51.100.")
+            .replace("192.168.0.0/16", "198.51.0.0/16")
+            .replace("192.168.0.1", "198.51.0.1");
+        let e = Scenario::parse(&overlapping, read).unwrap_err();
+        assert!(format!("{e:#}").contains("overlaps"), "{e:#}");
     }
 }

@@ -77,6 +77,9 @@ pub fn http_get(url: &str) -> Result<String> {
 pub fn sink(port: u16) -> Result<()> {
     let listener =
         TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind 0.0.0.0:{port}"))?;
+    // Said once bound, so a caller can wait for this line instead of guessing a delay.
+    println!("listening on 0.0.0.0:{port}");
+    std::io::stdout().flush()?;
     let (mut conn, from) = listener.accept()?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total: u64 = 0;

@@ -130,7 +130,12 @@ impl LabState {
         format!("{}-fabric", self.name)
     }
 
-    /// The namespace playing the internet, behind the fabric's gateway (the upstream router).
+    /// The provider's router between the fabric's gateway and the internet.
+    pub fn upstream(&self) -> String {
+        format!("{}-upstream", self.name)
+    }
+
+    /// The namespace playing the internet, behind the upstream router.
     pub fn internet(&self) -> String {
         format!("{}-internet", self.name)
     }

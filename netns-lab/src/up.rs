@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use podnet_ipam::store::etcd_member::EtcdMember;
 use podnet_netlink::netns::{self, Netns};
-use podnet_netlink::{Netlink, Uplink, VethSpec};
+use podnet_netlink::{Netlink, Uplink};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -151,7 +151,7 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
     if lab.datastore == "etcd" {
         start_etcd(lab)?;
     }
-    start_outside(lab, bins)?;
+    crate::outside::start(lab, bins)?;
     write_pool(lab)?;
     crate::routers::write_bgp_settings(lab)?;
     if !lab.scenario.routers.is_empty() {
@@ -203,6 +203,7 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
         lab.namespaces.push(LabState::netns_path(&r.name));
     }
     if lab.scenario.outside.is_some() {
+        lab.namespaces.push(LabState::netns_path(&lab.upstream()));
         lab.namespaces.push(LabState::netns_path(&lab.internet()));
     }
     lab.save()?;
@@ -244,7 +245,7 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
         progress.step();
     }
     pin_big_segments(lab)?;
-    build_internet(lab, &mut f)?;
+    crate::outside::build(lab, &mut f)?;
     if !lab.scenario.routers.is_empty() {
         for r in &lab.scenario.routers {
             netns::create(LabState::netns_path(&r.name))?;
@@ -260,98 +261,13 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
                     .flatten()
             }) {
                 f.add_route(
-                    &podnet_netlink::RouteSpec {
-                        dst: seg.subnet.trunc(),
-                        kind: podnet_netlink::RouteKind::Unicast,
-                        gateway: Some(*via),
-                        oif: Some(br.index),
-                        scope_link: false,
-                        onlink: false,
-                        protocol: 4,
-                    },
+                    &podnet_netlink::RouteSpec::via(seg.subnet.trunc(), *via, br.index),
                     false,
                 )?;
             }
         }
     }
     Ok(())
-}
-
-/// The outside world: the fabric namespace (holding the gateway, so the nodes' upstream
-/// router) gets `wan0` to the internet namespace, whose `eth0` holds the outside hosts. The
-/// internet routes back to the fabric and its segments only, never to the pod pool, like a
-/// provider: without masquerading, replies to pods have nowhere to go.
-fn build_internet(lab: &LabState, fabric: &mut Netlink) -> Result<()> {
-    let Some(outside) = lab.scenario.outside.clone() else {
-        return Ok(());
-    };
-    let ns = netns::create(LabState::netns_path(&lab.internet()))?;
-    fabric.add_veth(&VethSpec {
-        name: "wan0",
-        mac: None,
-        mtu: 1500,
-        alias: None,
-        peer_name: "eth0",
-        peer_netns: Some(ns.fd()),
-    })?;
-    let wan = fabric.link("wan0")?.context("wan0 vanished")?;
-    fabric.add_address(wan.index, outside.router)?;
-    fabric.set_up(wan.index)?;
-    let fabric_ns = Netns::open(LabState::netns_path(&lab.fabric()))?;
-    fabric_ns.run(|| podnet_netlink::sysctl::write("net.ipv4.ip_forward", "1"))??;
-    let mut back = vec![lab.scenario.fabric.trunc()];
-    back.extend(lab.scenario.segments.iter().map(|s| s.subnet.trunc()));
-    let router = outside.router;
-    ns.run(move || -> Result<()> {
-        let mut nl = Netlink::open()?;
-        for l in ["lo", "eth0"] {
-            let link = nl.link(l)?.with_context(|| format!("{l} vanished"))?;
-            nl.set_up(link.index)?;
-        }
-        let eth0 = nl.link("eth0")?.context("eth0 vanished")?;
-        for (i, h) in outside.hosts.iter().enumerate() {
-            let prefix = if i == 0 { router.prefix_len() } else { 32 };
-            nl.add_address(eth0.index, Ipv4Net::new(h.ip, prefix)?)?;
-        }
-        for dst in back {
-            nl.add_route(
-                &podnet_netlink::RouteSpec {
-                    dst,
-                    kind: podnet_netlink::RouteKind::Unicast,
-                    gateway: Some(router.addr()),
-                    oif: Some(eth0.index),
-                    scope_link: false,
-                    onlink: false,
-                    protocol: 4,
-                },
-                false,
-            )?;
-        }
-        Ok(())
-    })??;
-    Ok(())
-}
-
-/// The outside hosts' HTTP server (one process serving every host address on port 80).
-fn start_outside(lab: &mut LabState, bins: &Binaries) -> Result<()> {
-    let Some(outside) = &lab.scenario.outside else {
-        return Ok(());
-    };
-    let mut cmd = Command::new(bins.path("podnet-lab"));
-    cmd.args(["serve-http", "--port", "80"]);
-    let internet = LabState::netns_path(&lab.internet());
-    let p = procs::spawn_daemon(
-        cmd,
-        &Placement {
-            netns: &internet,
-            uts_of: None,
-            hostname: Some(&outside.hosts[0].name),
-            detach: true,
-        },
-        &lab.logs().join("internet-http.log"),
-    )?;
-    lab.outside.push(p);
-    lab.save()
 }
 
 /// In a BGP mesh, a network with so many nodes that their sessions need more ARP

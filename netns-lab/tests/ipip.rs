@@ -102,15 +102,16 @@ fn ipip_capture_shows_protocol_4_between_the_nodes() {
             ])
         });
         std::thread::sleep(Duration::from_millis(800));
+        // Pings for 3 s, so a capture that starts late on a slow VM still sees two.
         ok(&[
             "exec",
             "ubuntu-test",
             "--",
             "ping",
             "-c",
-            "3",
+            "15",
             "-i",
-            "0.3",
+            "0.2",
             "10.233.78.3",
         ]);
         assert!(capturing.join().unwrap().status.success());
@@ -173,7 +174,7 @@ fn ipip_mtu_has_no_black_hole() {
         );
 
         // 10 MB over TCP between the pods, across the tunnel.
-        let sink = Command::new(LAB)
+        let mut sink = Command::new(LAB)
             .args([
                 "exec",
                 "multi-container",
@@ -188,7 +189,11 @@ fn ipip_mtu_has_no_black_hole() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(800));
+        // Wait for the sink to say it is bound (a slow VM takes more than any fixed delay).
+        let mut out = std::io::BufReader::new(sink.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert!(line.starts_with("listening on"), "sink said: {line}");
         let sent = ok(&[
             "exec",
             "ubuntu-test",
@@ -199,8 +204,9 @@ fn ipip_mtu_has_no_black_hole() {
             "10000000",
         ]);
         assert!(sent.contains("sent 10000000 bytes"), "{sent}");
-        let got = sink.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&got.stdout);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+        sink.wait().unwrap();
         assert!(
             text.contains("received 10000000 bytes from 10.233.99.1"),
             "{text}"

@@ -161,12 +161,50 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             out.contains("`ip saddr @nat-pools ip daddr != @all-pools counter packets"),
             "{out}"
         );
+        assert!(
+            out.contains(
+                "On the fabric's gateway (192.168.0.1), `203.0.113.10 via 192.0.2.2 dev wan0"
+            ) && out.contains("It has no route to 10.233.99.1 (nor to the pod pool 10.233.64.0/18"),
+            "explain reads the fabric's and the upstream router's tables: {out}"
+        );
         let tr = ok(&["trace", "ubuntu-test", "203.0.113.10"]);
         assert!(
-            tr.contains("192.168.110.103")
-                && tr.contains("upstream router")
-                && tr.contains("www.example.com"),
+            tr.contains("192.168.110.103  sung-ubuntu04")
+                && tr.contains("fabric gateway")
+                && tr.contains("192.0.2.2        upstream router")
+                && tr.contains("203.0.113.10     www.example.com"),
             "{tr}"
+        );
+        assert!(
+            report.contains(
+                "PASS  ubuntu-test resolves www.example.com at the outside resolver 203.0.113.53"
+            ),
+            "{report}"
+        );
+        let dns = ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            LAB,
+            "resolve",
+            "www.example.com",
+            "--server",
+            "203.0.113.53",
+        ]);
+        assert!(dns.contains("Address: 203.0.113.10"), "{dns}");
+        let nx = lab(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            LAB,
+            "resolve",
+            "nowhere.example.com",
+            "--server",
+            "203.0.113.53",
+        ]);
+        assert!(
+            !nx.status.success() && String::from_utf8_lossy(&nx.stderr).contains("NXDOMAIN"),
+            "{nx:?}"
         );
         let pods = ok(&["get", "pods", "-o", "wide"]);
         assert!(

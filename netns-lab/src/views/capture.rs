@@ -26,12 +26,16 @@ pub fn capture(
     timeout: Duration,
     ipv4_only: bool,
 ) -> Result<Vec<Frame>> {
-    // `internet` is the outside world's namespace (where masqueraded traffic arrives).
-    let path = if node == "internet" && lab.scenario.outside.is_some() {
+    // `internet` is the outside world's namespace (where masqueraded traffic arrives), and
+    // `upstream` the provider's router in front of it.
+    let outside = lab.scenario.outside.is_some();
+    let path = if node == "internet" && outside {
         LabState::netns_path(&lab.internet())
+    } else if node == "upstream" && outside {
+        LabState::netns_path(&lab.upstream())
     } else if !lab.nodes.iter().any(|n| n.name == node) && lab.pod(node).is_err() {
         bail!(
-            "no node or pod {node} in lab {} (or `internet`, the outside world)",
+            "no node or pod {node} in lab {} (or `upstream` and `internet`, the outside world)",
             lab.name
         );
     } else {

@@ -195,6 +195,9 @@ pub fn test(lab: &LabState) -> Result<bool> {
     }
     every_node_reaches_every_node(&mut t, lab)?;
     if let (Some(outside), Some(pod)) = (&lab.scenario.outside, lab.pods.first()) {
+        if let Some(resolver) = outside.resolver {
+            resolver_checks(&mut t, &pod.name, resolver, &outside.hosts[0])?;
+        }
         outside_checks(&mut t, lab, &pod.name, outside.hosts[0].ip)?;
     }
     println!("\n{} passed, {} failed", t.passed, t.failed);
@@ -559,6 +562,43 @@ fn outside_checks(t: &mut Checks, lab: &LabState, pod: &str, host: Ipv4Addr) -> 
     t.check(
         &format!("natOutgoing back on: {pod} reaches {host} again"),
         if back { Ok(()) } else { Err("no reply".into()) },
+    );
+    Ok(())
+}
+
+/// The outside resolver, asked from a pod (through its node's masquerade): the host's name
+/// resolves, an unknown name is NXDOMAIN.
+fn resolver_checks(
+    t: &mut Checks,
+    pod: &str,
+    resolver: Ipv4Addr,
+    host: &crate::scenario::OutsideHost,
+) -> Result<()> {
+    use crate::dns::{resolve, Found};
+    let ns = Netns::open(LabState::netns_path(pod))?;
+    let timeout = std::time::Duration::from_secs(1);
+    let ask = |name: &str| {
+        ns.run(|| resolve((resolver, 53).into(), name, timeout))
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+    };
+    t.check(
+        &format!(
+            "{pod} resolves {} at the outside resolver {resolver}",
+            host.name
+        ),
+        match ask(&host.name) {
+            Ok(Found::Addresses(ips)) if ips == [host.ip] => Ok(()),
+            other => Err(format!("expected {}, got {other:?}", host.ip)),
+        },
+    );
+    let unknown = format!("no-such-host.{}", host.name);
+    t.check(
+        &format!("{pod} gets NXDOMAIN for {unknown}"),
+        match ask(&unknown) {
+            Ok(Found::NxDomain) => Ok(()),
+            other => Err(format!("expected NXDOMAIN, got {other:?}")),
+        },
     );
     Ok(())
 }

@@ -164,14 +164,9 @@ pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
             dst,
             &node.nl.route_to(dst)?.and_then(|r| r.pref_source),
         )?;
-        out += &format!(
-            "3. The upstream router ({gw}) hands it to {} on its outside link. It has no route to the pod pool
-   {} (no provider has): the reply goes back to the node's address, and {} turns it back into one for {from}.
-",
-            inv.describe(dst),
-            lab.scenario.pool.cidr,
-            src_pod.node
-        );
+        if lab.scenario.outside.is_some() {
+            out += &upstream_steps(lab, &inv, gw, src, dst, from, &src_pod.node)?;
+        }
         return Ok(out);
     }
     // Unencapsulated traffic to another rack goes by routers first.
@@ -273,5 +268,42 @@ pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
             "the same way"
         }
     );
+    Ok(out)
+}
+
+/// Steps 3 and 4 of the way out, from the fabric's and the upstream router's route tables:
+/// up to the provider, who has no route back to the pod pool.
+fn upstream_steps(
+    lab: &LabState,
+    inv: &Inventory,
+    gw: Ipv4Addr,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    from: &str,
+    node: &str,
+) -> Result<String> {
+    let mut fabric = Ns::open(&lab.fabric())?;
+    let r = fabric.lookup(dst)?;
+    let mut out = format!(
+        "3. On the fabric's gateway ({gw}), `{}`: up to the upstream router, the provider.\n",
+        fabric.show(&r, dst)
+    );
+    let mut upstream = Ns::open(&lab.upstream())?;
+    let r = upstream.lookup(dst)?;
+    out += &format!(
+        "4. The upstream router, `{}`, hands it to {}. ",
+        upstream.show(&r, dst),
+        inv.describe(dst)
+    );
+    out += &match upstream.nl.route_to(src)? {
+        None => format!(
+            "It has no route to {src} (nor to the pod pool {}: no provider has), so the reply\n   goes to the node's address, and {node} turns it back into one for {from}.\n",
+            lab.scenario.pool.cidr
+        ),
+        Some(r) => format!(
+            "It has a route to {src} ({}): replies could reach the pod unmasqueraded.\n",
+            upstream.show(&r, src)
+        ),
+    };
     Ok(out)
 }
