@@ -106,6 +106,16 @@ fn a_table_is_replaced_whole_read_back_and_others_are_left_alone() {
             let want2 = egress_like(&["10.233.64.0/18", "172.16.0.0/16"]);
             nf.replace(&want2)?;
             let second = nf.read("podnet")?;
+            // A big set, whose element dump spans several datagrams, reads back whole.
+            let many: Vec<String> = (0..2000)
+                .map(|i| format!("10.{}.{}.0/24", i / 100, i % 100 * 2))
+                .collect();
+            let many: Vec<&str> = many.iter().map(String::as_str).collect();
+            let big = egress_like(&many);
+            nf.replace(&big)?;
+            assert_eq!(big.sets[0].elements().len(), 2000);
+            assert_eq!(nf.read("podnet")?.map(Table::sorted), Some(big.sorted()));
+            nf.replace(&want2)?;
             Ok((want, first, want2, second))
         })
         .unwrap()

@@ -5,8 +5,8 @@ use super::model::{Set, Table};
 use super::wire;
 use crate::{Error, Result};
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_DUMP,
-    NLM_F_REQUEST,
+    NetlinkBuffer, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
+    NLM_F_DUMP, NLM_F_REQUEST,
 };
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, GenAttribute, GenMessage, NfTablesMessage, RuleMessage,
@@ -244,12 +244,7 @@ impl Nftables {
                     SetElementList::Set(set.clone()),
                 ],
             });
-            let mut keys = Vec::new();
-            for m in self.request(&action, elems, NLM_F_DUMP)? {
-                if let NfTablesMessage::NewSetElement(e) = m {
-                    wire::element_keys(&e.attributes, &mut keys);
-                }
-            }
+            let keys = self.dump_element_keys(&action, elems)?;
             table
                 .sets
                 .push(Set::from_ranges(set, wire::decode_ranges(&keys)));
@@ -309,6 +304,67 @@ impl Nftables {
                     }
                     _ => {}
                 }
+            }
+        }
+    }
+
+    /// A set-element dump, its element keys decoded from the raw replies (see
+    /// [`wire::element_keys`] for why not through the crate's parser).
+    fn dump_element_keys(
+        &mut self,
+        action: &str,
+        msg: NfTablesMessage,
+    ) -> Result<Vec<(u32, bool)>> {
+        const NLMSG_ERROR: u16 = 2;
+        const NLMSG_DONE: u16 = 3;
+        const NFGENMSG_LEN: usize = 4;
+        let mut out = Vec::new();
+        let seq = self.push(&mut out, ipv4(msg), NLM_F_DUMP);
+        self.socket
+            .send(&out, 0)
+            .map_err(Error::io(format!("{action}: send the request")))?;
+        let mut keys = Vec::new();
+        loop {
+            let n = self
+                .socket
+                .recv(&mut &mut self.buf[..], 0)
+                .map_err(Error::io(format!("{action}: read the reply")))?;
+            let mut offset = 0;
+            while offset < n {
+                let m = NetlinkBuffer::new_checked(&self.buf[offset..n]).map_err(|e| {
+                    Error::Decode {
+                        action: action.to_string(),
+                        detail: e.to_string(),
+                    }
+                })?;
+                let len = m.length() as usize;
+                if m.sequence_number() == seq {
+                    let payload = m.payload();
+                    match m.message_type() {
+                        NLMSG_DONE => return Ok(keys),
+                        NLMSG_ERROR => {
+                            let code = payload
+                                .get(..4)
+                                .and_then(|c| <[u8; 4]>::try_from(c).ok())
+                                .map_or(0, i32::from_ne_bytes);
+                            return match code {
+                                0 => Ok(keys),
+                                c => Err(Error::Kernel {
+                                    action: action.to_string(),
+                                    errno: -c,
+                                }),
+                            };
+                        }
+                        _ => wire::element_keys(
+                            payload.get(NFGENMSG_LEN..).unwrap_or(&[]),
+                            &mut keys,
+                        ),
+                    }
+                }
+                if len == 0 {
+                    break;
+                }
+                offset += (len + 3) & !3;
             }
         }
     }
