@@ -144,10 +144,15 @@ impl Nftables {
 
     /// Table `ip <name>` as the kernel holds it, or `None`. Read in several dumps, retried if
     /// the ruleset changed in between (its generation moved).
+    /// A table deleted between two of the dumps fails the later one with ENOENT: that is a
+    /// change like any other, and the read starts again.
     pub fn read(&mut self, name: &str) -> Result<Option<Table>> {
         for _ in 0..5 {
             let before = self.generation()?;
-            let table = self.read_once(name)?;
+            let table = match self.read_once(name) {
+                Err(e) if e.is_not_found() => continue,
+                other => other?,
+            };
             if self.generation()? == before {
                 return Ok(table);
             }

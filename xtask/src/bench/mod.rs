@@ -5,6 +5,7 @@ mod agent;
 mod bgp;
 mod call;
 mod cni;
+mod egress;
 mod etcd;
 mod ipam;
 mod lab;
@@ -29,6 +30,9 @@ enum What {
     Bgp(bgp::Args),
     /// The lab's speed (seed; 100 nodes x 10 pods) beside Mininet's 100 hosts (needs root).
     Lab(lab::Args),
+    /// natOutgoing: the agent's apply time (1, 100 pools) and TCP connections/s through the
+    /// masquerade beside no NAT, from a pod of the seed lab (needs root).
+    Egress(egress::Args),
     /// podnet vs ptp+host-local: per-pod ADD and DEL, sequential and 8-way (needs root).
     Cni(cni::Args),
 }
@@ -40,5 +44,6 @@ pub fn run(args: Args) -> Result<()> {
         What::Agent(a) => agent::run(a),
         What::Bgp(a) => bgp::run(a),
         What::Lab(a) => lab::run(a),
+        What::Egress(a) => egress::run(a),
     }
 }
