@@ -104,7 +104,10 @@ fn vm_module(name: &str) -> std::path::PathBuf {
 
 /// A busybox applet (the VM's `cargo xtask vm` needs busybox; kmod may be missing).
 fn busybox(args: &[&str]) -> bool {
-    match std::process::Command::new("/bin/busybox").args(args).output() {
+    match std::process::Command::new("/bin/busybox")
+        .args(args)
+        .output()
+    {
         Ok(o) if o.status.success() => true,
         Ok(o) => {
             eprintln!("busybox {args:?}: {}", String::from_utf8_lossy(&o.stderr));

@@ -7,6 +7,7 @@
 //! attributes for the few expressions it has no type for), so no `nft` binary and no libnftnl.
 //! The agent's egress rules use it; the lab's service proxy is meant to as well.
 
+mod expr_wire;
 mod model;
 mod monitor;
 mod socket;
