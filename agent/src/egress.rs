@@ -86,6 +86,7 @@ pub fn desired(i: &Inputs) -> Option<Table> {
     Some(Table {
         name: TABLE.into(),
         sets,
+        maps: Vec::new(),
         chains: vec![Chain {
             name: CHAIN.into(),
             base: Some(BaseChain {

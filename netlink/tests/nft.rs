@@ -51,6 +51,7 @@ fn egress_like(pools: &[&str]) -> Table {
             Set::new("all-pools", pools.clone()),
             Set::new("nat-pools", pools),
         ],
+        maps: Vec::new(),
         chains: vec![Chain {
             name: "nat".into(),
             base: Some(BaseChain {
@@ -224,5 +225,171 @@ fn changes_by_hand_are_seen_by_the_monitor() {
     assert!(
         events.contains(&NftEvent::Table("podnet".into())),
         "{events:?}"
+    );
+}
+
+/// kube-proxy's shape (a `services` map by address, protocol and port, a chain per Service
+/// picking an endpoint at random, a chain per endpoint doing DNAT), with real connections: a
+/// client namespace reaches 10.96.0.1:80 and lands on each of three servers, and the table
+/// reads back equal to what was written.
+#[test]
+#[ignore = "needs root"]
+fn a_service_map_dnats_to_every_endpoint_and_reads_back() {
+    use podnet_netlink::nft::{Map, MapKey, Verdict};
+    use podnet_netlink::{Netlink, RouteSpec, VethSpec};
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+
+    let client = ns("svc-client");
+    let server = ns("svc-server");
+    let mut nl = client.run(Netlink::open).unwrap().unwrap();
+    nl.add_veth(&VethSpec {
+        name: "eth0",
+        mac: None,
+        mtu: 1500,
+        alias: None,
+        peer_name: "eth0",
+        peer_netns: Some(server.fd()),
+    })
+    .unwrap();
+    for (ns, ip) in [(&client, "10.0.0.1/24"), (&server, "10.0.0.2/24")] {
+        ns.run(move || {
+            let mut nl = Netlink::open().unwrap();
+            for l in ["lo", "eth0"] {
+                let link = nl.link(l).unwrap().unwrap();
+                nl.set_up(link.index).unwrap();
+            }
+            let eth0 = nl.link("eth0").unwrap().unwrap();
+            nl.add_address(eth0.index, ip.parse().unwrap()).unwrap();
+        })
+        .unwrap();
+    }
+    // The ClusterIP is nobody's address: the client only needs a route that leaves.
+    client
+        .run(|| {
+            let mut nl = Netlink::open().unwrap();
+            let eth0 = nl.link("eth0").unwrap().unwrap();
+            nl.add_route(
+                &RouteSpec::default_via("10.0.0.2".parse().unwrap(), eth0.index, false),
+                false,
+            )
+            .unwrap();
+        })
+        .unwrap();
+    let ports = [8001u16, 8002, 8003];
+    let listeners: Vec<TcpListener> = ports
+        .iter()
+        .map(|p| {
+            server
+                .run(move || TcpListener::bind(("10.0.0.2", *p)).unwrap())
+                .unwrap()
+        })
+        .collect();
+    for l in listeners {
+        std::thread::spawn(move || {
+            let port = l.local_addr().unwrap().port();
+            for conn in l.incoming() {
+                let _ = conn.unwrap().write_all(port.to_string().as_bytes());
+            }
+        });
+    }
+
+    let server_ip: Ipv4Addr = "10.0.0.2".parse().unwrap();
+    let mut chains = vec![Chain {
+        name: "nat-output".into(),
+        base: Some(BaseChain {
+            kind: ChainKind::Nat,
+            hook: HookPoint::Output,
+            priority: -100,
+        }),
+        rules: vec![Rule {
+            exprs: Expr::service_dispatch("services").to_vec(),
+        }],
+    }];
+    chains.push(Chain {
+        name: "svc-web".into(),
+        base: None,
+        rules: vec![Rule {
+            exprs: Expr::pick_random(3, "svc-web-eps").to_vec(),
+        }],
+    });
+    for (i, p) in ports.iter().enumerate() {
+        let mut hairpin = Expr::addr_is(Field::IpSaddr, server_ip, true).to_vec();
+        hairpin.push(Expr::Verdict(Verdict::Jump("mark-for-masquerade".into())));
+        chains.push(Chain {
+            name: format!("ep-web-{i}"),
+            base: None,
+            rules: vec![
+                Rule { exprs: hairpin },
+                Rule {
+                    exprs: Expr::dnat_to(6, server_ip, *p).to_vec(),
+                },
+            ],
+        });
+    }
+    chains.push(Chain {
+        name: "mark-for-masquerade".into(),
+        base: None,
+        rules: vec![Rule {
+            exprs: Expr::mark_set(0x4000).to_vec(),
+        }],
+    });
+    let want = Table {
+        name: "services".into(),
+        sets: vec![],
+        maps: vec![
+            Map::new(
+                "services",
+                MapKey::AddrProtoPort,
+                [(
+                    Map::service_key("10.96.0.1".parse().unwrap(), 6, 80),
+                    Verdict::Goto("svc-web".into()),
+                )],
+            ),
+            Map::new(
+                "svc-web-eps",
+                MapKey::Index,
+                (0..3).map(|i| (Map::index_key(i), Verdict::Goto(format!("ep-web-{i}")))),
+            ),
+        ],
+        chains,
+    };
+    let wanted = want.clone();
+    let back = client
+        .run(move || -> podnet_netlink::Result<_> {
+            let mut nf = Nftables::open()?;
+            nf.replace(&wanted)?;
+            nf.read("services")
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(back.map(Table::sorted), Some(want.clone().sorted()));
+    let listed = nft(&client, &["list", "table", "ip", "services"]);
+    for words in [
+        "ip daddr . meta l4proto . th dport vmap @services",
+        "numgen random mod 3 vmap @svc-web-eps",
+        "dnat to 10.0.0.2:8001",
+        "10.96.0.1 . tcp . 80 : goto svc-web",
+    ] {
+        assert!(listed.contains(words), "{words}:\n{listed}");
+    }
+
+    let reached: std::collections::BTreeSet<String> = client
+        .run(|| {
+            (0..60)
+                .map(|_| {
+                    let mut s =
+                        TcpStream::connect(("10.96.0.1", 80)).expect("connect to the ClusterIP");
+                    let mut got = String::new();
+                    s.read_to_string(&mut got).unwrap();
+                    got
+                })
+                .collect()
+        })
+        .unwrap();
+    assert_eq!(
+        reached,
+        ports.iter().map(|p| p.to_string()).collect(),
+        "60 connections to 10.96.0.1:80 reach every endpoint"
     );
 }

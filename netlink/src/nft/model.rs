@@ -2,15 +2,17 @@
 //! back. Equal values mean equal rule sets (counter values and kernel handles aside), so a
 //! reconcile is `read == want`.
 
+use super::map::{proto_name, Map};
 use ipnet::Ipv4Net;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-/// One `ip` (IPv4) family table with its sets and chains.
+/// One `ip` (IPv4) family table with its sets, verdict maps and chains.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Table {
     pub name: String,
     pub sets: Vec<Set>,
+    pub maps: Vec<Map>,
     pub chains: Vec<Chain>,
 }
 
@@ -176,13 +178,35 @@ pub enum Field {
     OifName,
     /// `fib saddr type`: the route type of the source address (2 = local).
     FibSaddrType,
+    /// `meta l4proto`: the transport protocol, 1 byte (6 tcp, 17 udp).
+    L4Proto,
+    /// `th dport`: the transport header's destination port, 2 bytes in network order.
+    ThDport,
+    /// `meta mark`: the packet mark, 4 bytes in host order.
+    Mark,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Accept,
     Drop,
     Return,
+    /// Run the chain, then come back.
+    Jump(String),
+    /// Run the chain instead (no coming back).
+    Goto(String),
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accept => f.write_str("accept"),
+            Verdict::Drop => f.write_str("drop"),
+            Verdict::Return => f.write_str("return"),
+            Verdict::Jump(c) => write!(f, "jump {c}"),
+            Verdict::Goto(c) => write!(f, "goto {c}"),
+        }
+    }
 }
 
 /// The kernel expressions podnet uses (one each, in the kernel's own terms).
@@ -208,6 +232,36 @@ pub enum Expr {
     Masquerade {
         fully_random: bool,
     },
+    /// Load a field into 32-bit register `reg` (9, 10, ...): the later parts of a
+    /// concatenation whose first part is a plain [`Expr::Load`].
+    LoadAt {
+        field: Field,
+        reg: u32,
+    },
+    /// Look register 1 (and the ones after it, for a concatenated key) up in verdict map
+    /// `map`, and do what the element says (`... vmap @map`).
+    Vmap {
+        map: String,
+    },
+    /// A random number in `0..modulus` into register 1 (`numgen random mod N`).
+    Numgen {
+        modulus: u32,
+    },
+    /// Register 1 = (register 1 & mask) ^ xor on 4 bytes; the values are host-order numbers,
+    /// as marks are (`mark set mark or 0x4000` is mask !0x4000, xor 0x4000).
+    Bitwise {
+        mask: u32,
+        xor: u32,
+    },
+    /// Set the packet mark from register 1.
+    SetMark,
+    /// Put `data` into register `reg` (1 and 2 hold a DNAT's address and port).
+    Immediate {
+        reg: u32,
+        data: Vec<u8>,
+    },
+    /// Destination NAT to the address in register 1 and the port in register 2.
+    Dnat,
     Verdict(Verdict),
     /// An expression podnet does not write (only ever read back from the kernel).
     Unknown(String),
@@ -255,6 +309,85 @@ impl Expr {
         [Expr::Load(Field::OifName), Expr::Cmp { eq: true, data }]
     }
 
+    /// `ip daddr . meta l4proto . th dport vmap @MAP`: a Service's address, protocol and port
+    /// looked up in a map of [`super::MapKey::AddrProtoPort`] keys.
+    pub fn service_dispatch(map: &str) -> [Expr; 4] {
+        [
+            Expr::Load(Field::IpDaddr),
+            Expr::LoadAt {
+                field: Field::L4Proto,
+                reg: 9,
+            },
+            Expr::LoadAt {
+                field: Field::ThDport,
+                reg: 10,
+            },
+            Expr::Vmap { map: map.into() },
+        ]
+    }
+
+    /// `numgen random mod N vmap @MAP`: one of N elements of an [`super::MapKey::Index`] map,
+    /// at random.
+    pub fn pick_random(n: u32, map: &str) -> [Expr; 2] {
+        [Expr::Numgen { modulus: n }, Expr::Vmap { map: map.into() }]
+    }
+
+    /// `meta l4proto PROTO dnat to IP:PORT`.
+    pub fn dnat_to(proto: u8, ip: Ipv4Addr, port: u16) -> [Expr; 5] {
+        [
+            Expr::Load(Field::L4Proto),
+            Expr::Cmp {
+                eq: true,
+                data: vec![proto],
+            },
+            Expr::Immediate {
+                reg: 1,
+                data: ip.octets().to_vec(),
+            },
+            Expr::Immediate {
+                reg: 2,
+                data: port.to_be_bytes().to_vec(),
+            },
+            Expr::Dnat,
+        ]
+    }
+
+    /// `meta mark set meta mark | BITS`.
+    pub fn mark_set(bits: u32) -> [Expr; 3] {
+        [
+            Expr::Load(Field::Mark),
+            Expr::Bitwise {
+                mask: !bits,
+                xor: bits,
+            },
+            Expr::SetMark,
+        ]
+    }
+
+    /// `meta mark set meta mark ^ BITS` (clears bits known to be set).
+    pub fn mark_flip(bits: u32) -> [Expr; 3] {
+        [
+            Expr::Load(Field::Mark),
+            Expr::Bitwise {
+                mask: u32::MAX,
+                xor: bits,
+            },
+            Expr::SetMark,
+        ]
+    }
+
+    /// `meta mark & BITS != 0` (`set`), or `== 0`.
+    pub fn mark_has(bits: u32, set: bool) -> [Expr; 3] {
+        [
+            Expr::Load(Field::Mark),
+            Expr::Bitwise { mask: bits, xor: 0 },
+            Expr::Cmp {
+                eq: !set,
+                data: 0u32.to_ne_bytes().to_vec(),
+            },
+        ]
+    }
+
     /// `fib saddr type local`: the source is one of this host's addresses.
     pub fn saddr_is_local() -> [Expr; 2] {
         [
@@ -267,29 +400,81 @@ impl Expr {
     }
 }
 
-/// The rule in nft's words: `ip saddr @pools ip daddr != @all-pools counter masquerade`.
+/// The rule in nft's words: `ip saddr @pools ip daddr != @all-pools counter masquerade`,
+/// `ip daddr . meta l4proto . th dport vmap @services`, `meta l4proto tcp dnat to 10.0.0.5:80`.
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut words: Vec<String> = Vec::new();
-        let mut loaded: Option<Field> = None;
+        // What register 1 (and the registers after it) hold, in words, and the first field.
+        let mut loaded: Vec<String> = Vec::new();
+        let mut field: Option<Field> = None;
+        let mut immediates: Vec<(u32, Vec<u8>)> = Vec::new();
         for e in &self.exprs {
             match e {
-                Expr::Load(field) => loaded = Some(*field),
+                Expr::Load(x) => {
+                    loaded = vec![field_name(*x).into()];
+                    field = Some(*x);
+                }
+                Expr::LoadAt { field: x, .. } => loaded.push(field_name(*x).into()),
+                Expr::Numgen { modulus } => {
+                    loaded = vec![format!("numgen random mod {modulus}")];
+                    field = None;
+                }
+                Expr::Bitwise { mask, xor } => {
+                    let x = loaded.join(" . ");
+                    loaded = vec![match (*mask, *xor) {
+                        (m, x2) if m == !x2 => format!("{x} | 0x{x2:x}"),
+                        (u32::MAX, x2) => format!("{x} ^ 0x{x2:x}"),
+                        (m, 0) => format!("{x} & 0x{m:x}"),
+                        (m, x2) => format!("{x} & 0x{m:x} ^ 0x{x2:x}"),
+                    }];
+                }
+                Expr::SetMark => words.push(format!("meta mark set {}", loaded.join(" . "))),
                 Expr::Cmp { eq, data } => {
                     let op = if *eq { "" } else { "!= " };
-                    let (name, value) = match loaded {
-                        Some(Field::IpSaddr) => ("ip saddr", show_addr(data)),
-                        Some(Field::IpDaddr) => ("ip daddr", show_addr(data)),
-                        Some(Field::OifName) => ("oifname", show_name(data)),
-                        Some(Field::FibSaddrType) => ("fib saddr type", show_rtn(data)),
-                        None => ("?", format!("{data:02x?}")),
+                    let value = match field {
+                        Some(Field::IpSaddr | Field::IpDaddr) => show_addr(data),
+                        Some(Field::OifName) => show_name(data),
+                        Some(Field::FibSaddrType) => show_rtn(data),
+                        Some(Field::L4Proto) if data.len() == 1 => proto_name(data[0]),
+                        Some(Field::ThDport) if data.len() == 2 => {
+                            u16::from_be_bytes([data[0], data[1]]).to_string()
+                        }
+                        Some(Field::Mark) if data.len() == 4 => {
+                            format!(
+                                "0x{:x}",
+                                u32::from_ne_bytes([data[0], data[1], data[2], data[3]])
+                            )
+                        }
+                        _ => format!("{data:02x?}"),
+                    };
+                    let name = if loaded.is_empty() {
+                        "?".into()
+                    } else {
+                        loaded.join(" . ")
                     };
                     words.push(format!("{name} {op}{value}"));
                 }
                 Expr::Lookup { set, invert } => {
-                    let name = loaded.map_or("?", field_name);
                     let op = if *invert { "!= " } else { "" };
-                    words.push(format!("{name} {op}@{set}"));
+                    words.push(format!("{} {op}@{set}", loaded.join(" . ")));
+                }
+                Expr::Vmap { map } => words.push(format!("{} vmap @{map}", loaded.join(" . "))),
+                Expr::Immediate { reg, data } => immediates.push((*reg, data.clone())),
+                Expr::Dnat => {
+                    let reg = |r: u32| {
+                        immediates
+                            .iter()
+                            .rev()
+                            .find(|(x, _)| *x == r)
+                            .map(|(_, d)| d.clone())
+                    };
+                    let addr = reg(1).map_or("?".into(), |d| show_addr(&d));
+                    let port = match reg(2).as_deref() {
+                        Some([a, b]) => format!(":{}", u16::from_be_bytes([*a, *b])),
+                        _ => String::new(),
+                    };
+                    words.push(format!("dnat to {addr}{port}"));
                 }
                 Expr::Counter { packets, bytes } => {
                     words.push(format!("counter packets {packets} bytes {bytes}"))
@@ -302,14 +487,7 @@ impl fmt::Display for Rule {
                     }
                     .into(),
                 ),
-                Expr::Verdict(v) => words.push(
-                    match v {
-                        Verdict::Accept => "accept",
-                        Verdict::Drop => "drop",
-                        Verdict::Return => "return",
-                    }
-                    .into(),
-                ),
+                Expr::Verdict(v) => words.push(v.to_string()),
                 Expr::Unknown(name) => words.push(format!("<{name}>")),
             }
         }
@@ -323,6 +501,9 @@ fn field_name(f: Field) -> &'static str {
         Field::IpDaddr => "ip daddr",
         Field::OifName => "oifname",
         Field::FibSaddrType => "fib saddr type",
+        Field::L4Proto => "meta l4proto",
+        Field::ThDport => "th dport",
+        Field::Mark => "meta mark",
     }
 }
 
@@ -351,6 +532,10 @@ impl Table {
         self.sets.iter().find(|s| s.name == name)
     }
 
+    pub fn map(&self, name: &str) -> Option<&Map> {
+        self.maps.iter().find(|m| m.name == name)
+    }
+
     pub fn chain(&self, name: &str) -> Option<&Chain> {
         self.chains.iter().find(|c| c.name == name)
     }
@@ -359,6 +544,7 @@ impl Table {
     /// order), for comparing.
     pub fn sorted(mut self) -> Table {
         self.sets.sort_by(|a, b| a.name.cmp(&b.name));
+        self.maps.sort_by(|a, b| a.name.cmp(&b.name));
         self.chains.sort_by(|a, b| a.name.cmp(&b.name));
         self
     }
@@ -377,6 +563,9 @@ impl fmt::Display for Table {
                 writeln!(f, "\t\telements = {{ {} }}", elems.join(", "))?;
             }
             writeln!(f, "\t}}")?;
+        }
+        for m in &self.maps {
+            write!(f, "{m}")?;
         }
         for c in &self.chains {
             writeln!(f, "\tchain {} {{", c.name)?;
@@ -426,6 +615,37 @@ mod tests {
             Set::new("s", [net("0.0.0.0/0")]).elements(),
             &[net("0.0.0.0/0")]
         );
+    }
+
+    #[test]
+    fn service_rules_read_as_kube_proxy_writes_them() {
+        let words = |exprs: Vec<Expr>| Rule { exprs }.to_string();
+        assert_eq!(
+            words(Expr::service_dispatch("services").to_vec()),
+            "ip daddr . meta l4proto . th dport vmap @services"
+        );
+        assert_eq!(
+            words(Expr::pick_random(3, "svc-eps").to_vec()),
+            "numgen random mod 3 vmap @svc-eps"
+        );
+        assert_eq!(
+            words(Expr::dnat_to(6, "10.0.0.2".parse().unwrap(), 8080).to_vec()),
+            "meta l4proto tcp dnat to 10.0.0.2:8080"
+        );
+        assert_eq!(
+            words(Expr::mark_set(0x4000).to_vec()),
+            "meta mark set meta mark | 0x4000"
+        );
+        assert_eq!(
+            words(Expr::mark_flip(0x4000).to_vec()),
+            "meta mark set meta mark ^ 0x4000"
+        );
+        let mut masq = Expr::mark_has(0x4000, false).to_vec();
+        masq.push(Expr::Verdict(Verdict::Return));
+        assert_eq!(words(masq), "meta mark & 0x4000 0x0 return");
+        let mut hairpin = Expr::addr_is(Field::IpSaddr, "10.0.0.2".parse().unwrap(), true).to_vec();
+        hairpin.push(Expr::Verdict(Verdict::Jump("mark-for-masquerade".into())));
+        assert_eq!(words(hairpin), "ip saddr 10.0.0.2 jump mark-for-masquerade");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A synchronous NETLINK_NETFILTER socket speaking nf_tables: whole-table replacement in one
 //! transaction, a dry run of the same batch, and reading a table back.
 
-use super::model::{Set, Table};
+use super::map::{Map, MapKey};
+use super::model::{Set, Table, Verdict};
 use super::wire;
 use crate::{Error, Result};
 use netlink_packet_core::{
@@ -10,7 +11,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, GenAttribute, GenMessage, NfTablesMessage, RuleMessage,
-    SetAttribute, SetElementList, SetElementMessage, SetMessage, TableAttribute, TableMessage,
+    SetAttribute, SetElementList, SetElementMessage, SetFlags, SetMessage, TableAttribute,
+    TableMessage,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -227,32 +229,64 @@ impl Nftables {
         let sets = NfTablesMessage::GetSet(SetMessage {
             attributes: vec![SetAttribute::Table(name.into())],
         });
-        let mut set_names = Vec::new();
+        // Each set's name, and for a verdict map its key kind.
+        let mut listed: Vec<(String, Option<Option<MapKey>>)> = Vec::new();
         for m in self.request(&action, sets, NLM_F_DUMP)? {
             if let NfTablesMessage::NewSet(s) = m {
                 let ours = s
                     .attributes
                     .iter()
                     .any(|a| matches!(a, SetAttribute::Table(t) if t == name));
-                if let Some(n) = s.attributes.iter().filter(|_| ours).find_map(|a| match a {
-                    SetAttribute::Name(n) => Some(n.clone()),
-                    _ => None,
-                }) {
-                    set_names.push(n);
+                let mut set = None;
+                let mut flags = SetFlags::empty();
+                let mut key_type = None;
+                for a in &s.attributes {
+                    match a {
+                        SetAttribute::Name(n) => set = Some(n.clone()),
+                        SetAttribute::Flags(f) => flags = *f,
+                        SetAttribute::KeyType(k) => key_type = Some(*k),
+                        _ => {}
+                    }
+                }
+                if let Some(set) = set.filter(|_| ours) {
+                    let map = flags
+                        .contains(SetFlags::Map)
+                        .then(|| key_type.and_then(MapKey::from_type_id));
+                    listed.push((set, map));
                 }
             }
         }
-        for set in set_names {
+        for (set, map) in listed {
             let elems = NfTablesMessage::GetSetElement(SetElementMessage {
                 attributes: vec![
                     SetElementList::Table(name.into()),
                     SetElementList::Set(set.clone()),
                 ],
             });
-            let keys = self.dump_element_keys(&action, elems)?;
-            table
-                .sets
-                .push(Set::from_ranges(set, wire::decode_ranges(&keys)));
+            let elements = self.dump_elements(&action, elems)?;
+            match map {
+                None => {
+                    let keys = wire::interval_keys(&elements);
+                    table
+                        .sets
+                        .push(Set::from_ranges(set, wire::decode_ranges(&keys)));
+                }
+                Some(Some(key)) => table.maps.push(Map::new(
+                    set,
+                    key,
+                    elements.into_iter().map(|e| {
+                        // An element without a verdict podnet knows never compares equal.
+                        let v = e.verdict.unwrap_or(Verdict::Goto("<unknown>".into()));
+                        (e.key, v)
+                    }),
+                )),
+                // A map of a kind podnet does not write: kept by name only, never equal.
+                Some(None) => {
+                    table
+                        .maps
+                        .push(Map::new(format!("{set} <unknown kind>"), MapKey::Index, []))
+                }
+            }
         }
         Ok(Some(table))
     }
@@ -313,13 +347,9 @@ impl Nftables {
         }
     }
 
-    /// A set-element dump, its element keys decoded from the raw replies (see
-    /// [`wire::element_keys`] for why not through the crate's parser).
-    fn dump_element_keys(
-        &mut self,
-        action: &str,
-        msg: NfTablesMessage,
-    ) -> Result<Vec<(u32, bool)>> {
+    /// A set-element dump, its elements decoded from the raw replies (see
+    /// [`wire::elements`] for why not through the crate's parser).
+    fn dump_elements(&mut self, action: &str, msg: NfTablesMessage) -> Result<Vec<wire::Element>> {
         const NLMSG_ERROR: u16 = 2;
         const NLMSG_DONE: u16 = 3;
         const NFGENMSG_LEN: usize = 4;
@@ -360,10 +390,7 @@ impl Nftables {
                                 }),
                             };
                         }
-                        _ => wire::element_keys(
-                            payload.get(NFGENMSG_LEN..).unwrap_or(&[]),
-                            &mut keys,
-                        ),
+                        _ => wire::elements(payload.get(NFGENMSG_LEN..).unwrap_or(&[]), &mut keys),
                     }
                 }
                 if len == 0 {

@@ -3,7 +3,7 @@
 //! expressions inside rules are [`super::expr_wire`]'s).
 
 use super::expr_wire;
-use super::model::{BaseChain, Chain, ChainKind, HookPoint, Rule, Set, Table};
+use super::model::{BaseChain, Chain, ChainKind, HookPoint, Rule, Set, Table, Verdict};
 use netlink_packet_core::NlasIterator;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, Hook, HookNumber, InetHookNumber, ListAttribute,
@@ -19,34 +19,51 @@ const POLICY_ACCEPT: u32 = 1;
 /// Set elements per message: about 32 bytes each, well under an attribute's 64 KiB.
 const ELEMENTS_PER_MESSAGE: usize = 1024;
 
-/// The messages that create `t` from nothing: table, sets with their elements, chains, rules
-/// (sets are numbered within the batch).
+/// Map elements per message: a chain name each makes them bigger than a set's.
+const MAP_ELEMENTS_PER_MESSAGE: usize = 256;
+const DATA_TYPE_VERDICT: u32 = 0xffff_ff00;
+
+/// The messages that create `t` from nothing, in an order where everything exists before it
+/// is named: table, sets with their elements, chains (empty), maps with their elements (they
+/// name chains), then the rules (they name sets, maps and chains). Sets and maps are numbered
+/// within the batch.
 pub fn create(t: &Table) -> Vec<NfTablesMessage> {
     let mut out = vec![NfTablesMessage::NewTable(TableMessage {
         attributes: vec![TableAttribute::Name(t.name.clone())],
     })];
-    for (i, s) in t.sets.iter().enumerate() {
-        let id = i as u32 + 1;
-        out.push(NfTablesMessage::NewSet(SetMessage {
+    let new_set = |name: &str, attributes: Vec<SetAttribute>| {
+        let mut a = vec![
+            SetAttribute::Table(t.name.clone()),
+            SetAttribute::Name(name.into()),
+        ];
+        a.extend(attributes);
+        NfTablesMessage::NewSet(SetMessage { attributes: a })
+    };
+    let elements = |name: &str, id: u32, elements: &[ListAttribute<SetElementAttribute>]| {
+        NfTablesMessage::NewSetElement(SetElementMessage {
             attributes: vec![
-                SetAttribute::Table(t.name.clone()),
-                SetAttribute::Name(s.name.clone()),
+                SetElementList::Table(t.name.clone()),
+                SetElementList::Set(name.into()),
+                SetElementList::SetId(id),
+                SetElementList::Elements(elements.to_vec()),
+            ],
+        })
+    };
+    let mut id = 0;
+    for s in &t.sets {
+        id += 1;
+        out.push(new_set(
+            &s.name,
+            vec![
                 SetAttribute::Flags(SetFlags::Interval),
                 SetAttribute::KeyType(KEY_TYPE_IPV4),
                 SetAttribute::KeyLen(4),
                 SetAttribute::Id(id),
             ],
-        }));
+        ));
         // An attribute's length is 16 bits: a big set goes in several messages (as nft does).
-        for elements in set_elements(s).chunks(ELEMENTS_PER_MESSAGE) {
-            out.push(NfTablesMessage::NewSetElement(SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(t.name.clone()),
-                    SetElementList::Set(s.name.clone()),
-                    SetElementList::SetId(id),
-                    SetElementList::Elements(elements.to_vec()),
-                ],
-            }));
+        for chunk in set_elements(s).chunks(ELEMENTS_PER_MESSAGE) {
+            out.push(elements(&s.name, id, chunk));
         }
     }
     for c in &t.chains {
@@ -63,6 +80,35 @@ pub fn create(t: &Table) -> Vec<NfTablesMessage> {
             attributes.push(ChainAttribute::Policy(POLICY_ACCEPT));
         }
         out.push(NfTablesMessage::NewChain(ChainMessage { attributes }));
+    }
+    for m in &t.maps {
+        id += 1;
+        out.push(new_set(
+            &m.name,
+            vec![
+                SetAttribute::Flags(SetFlags::Map),
+                SetAttribute::KeyType(m.key.type_id()),
+                SetAttribute::KeyLen(m.key.key_len()),
+                SetAttribute::DataType(DATA_TYPE_VERDICT),
+                SetAttribute::DataLen(0),
+                SetAttribute::Id(id),
+            ],
+        ));
+        let all: Vec<_> = m
+            .elements()
+            .iter()
+            .map(|(k, v)| {
+                ListAttribute::Element(vec![
+                    SetElementAttribute::Key(DataAttribute::Value(k.clone())),
+                    SetElementAttribute::Data(expr_wire::verdict_data(v)),
+                ])
+            })
+            .collect();
+        for chunk in all.chunks(MAP_ELEMENTS_PER_MESSAGE) {
+            out.push(elements(&m.name, id, chunk));
+        }
+    }
+    for c in &t.chains {
         for r in &c.rules {
             out.push(NfTablesMessage::NewRule(RuleMessage {
                 attributes: vec![
@@ -177,41 +223,86 @@ pub fn decode_ranges(elements: &[(u32, bool)]) -> Vec<(u64, u64)> {
     out
 }
 
-/// Element keys and their end flags from the attributes of one set-element listing (after
-/// the nfgenmsg header). Decoded from the raw attributes with netlink-packet-core's iterator:
-/// netlink-packet-netfilter 0.4 formats the whole element list into an error context for
-/// every element it parses, which makes reading a set of n elements cost n² (a 100-pool set
-/// took 60 ms to read).
-pub fn element_keys(attrs: &[u8], out: &mut Vec<(u32, bool)>) {
+/// One element as listed: its key, whether it ends an interval, and (in a map) its verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Element {
+    pub key: Vec<u8>,
+    pub end: bool,
+    pub verdict: Option<Verdict>,
+}
+
+/// The elements in the attributes of one set-element listing (after the nfgenmsg header).
+/// Decoded from the raw attributes with netlink-packet-core's iterator: netlink-packet-netfilter
+/// 0.4 formats the whole element list into an error context for every element it parses,
+/// which makes reading a set of n elements cost n² (a 100-pool set took 60 ms to read).
+pub fn elements(attrs: &[u8], out: &mut Vec<Element>) {
     const LIST_ELEMENTS: u16 = 3; // NFTA_SET_ELEM_LIST_ELEMENTS
     const ELEMENT: u16 = 1; // NFTA_LIST_ELEM
     const KEY: u16 = 1; // NFTA_SET_ELEM_KEY
+    const DATA: u16 = 2; // NFTA_SET_ELEM_DATA
     const FLAGS: u16 = 3; // NFTA_SET_ELEM_FLAGS
     const VALUE: u16 = 1; // NFTA_DATA_VALUE
+    const VERDICT: u16 = 2; // NFTA_DATA_VERDICT
+    const CODE: u16 = 1; // NFTA_VERDICT_CODE
+    const CHAIN: u16 = 2; // NFTA_VERDICT_CHAIN
     const INTERVAL_END: u32 = 1; // NFT_SET_ELEM_INTERVAL_END
-    let nested = |buf: &[u8], kind: u16| -> Vec<Vec<u8>> {
+    let nested = |buf: &[u8], kind: u16| -> Option<Vec<u8>> {
+        NlasIterator::new(buf)
+            .map_while(Result::ok)
+            .find(|n| n.kind() == kind)
+            .map(|n| n.value().to_vec())
+    };
+    let all = |buf: &[u8], kind: u16| -> Vec<Vec<u8>> {
         NlasIterator::new(buf)
             .map_while(Result::ok)
             .filter(|n| n.kind() == kind)
             .map(|n| n.value().to_vec())
             .collect()
     };
-    for list in nested(attrs, LIST_ELEMENTS) {
-        for elem in nested(&list, ELEMENT) {
-            let key = nested(&elem, KEY)
-                .first()
-                .and_then(|k| nested(k, VALUE).into_iter().next())
-                .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
-                .map(u32::from_be_bytes);
+    let be32 = |v: Vec<u8>| {
+        <[u8; 4]>::try_from(v.as_slice())
+            .ok()
+            .map(u32::from_be_bytes)
+    };
+    for list in all(attrs, LIST_ELEMENTS) {
+        for elem in all(&list, ELEMENT) {
+            let Some(key) = nested(&elem, KEY).and_then(|k| nested(&k, VALUE)) else {
+                continue;
+            };
             let end = nested(&elem, FLAGS)
-                .first()
-                .and_then(|f| <[u8; 4]>::try_from(f.as_slice()).ok())
-                .is_some_and(|f| u32::from_be_bytes(f) & INTERVAL_END != 0);
-            if let Some(k) = key {
-                out.push((k, end));
-            }
+                .and_then(be32)
+                .is_some_and(|f| f & INTERVAL_END != 0);
+            let verdict = nested(&elem, DATA)
+                .and_then(|d| nested(&d, VERDICT))
+                .and_then(|v| {
+                    let code = nested(&v, CODE).and_then(be32)? as i32;
+                    let chain = nested(&v, CHAIN).map(|c| {
+                        String::from_utf8_lossy(c.split(|b| *b == 0).next().unwrap_or(&[]))
+                            .into_owned()
+                    });
+                    match (code, chain) {
+                        (1, None) => Some(Verdict::Accept),
+                        (0, None) => Some(Verdict::Drop),
+                        (-5, None) => Some(Verdict::Return),
+                        (-3, Some(c)) => Some(Verdict::Jump(c)),
+                        (-4, Some(c)) => Some(Verdict::Goto(c)),
+                        _ => None,
+                    }
+                });
+            out.push(Element { key, end, verdict });
         }
     }
+}
+
+/// An interval set's keys and end flags, from its listed elements.
+pub fn interval_keys(elements: &[Element]) -> Vec<(u32, bool)> {
+    elements
+        .iter()
+        .filter_map(|e| {
+            let k = <[u8; 4]>::try_from(e.key.as_slice()).ok()?;
+            Some((u32::from_be_bytes(k), e.end))
+        })
+        .collect()
 }
 
 /// A chain without rules from its listing (the rules are listed separately).
@@ -247,13 +338,15 @@ mod tests {
             list.as_slice().emit(&mut buf);
             buf
         };
-        let mut keys = Vec::new();
-        element_keys(&wire(&s), &mut keys);
+        let mut listed = Vec::new();
+        elements(&wire(&s), &mut listed);
+        let keys = interval_keys(&listed);
         assert_eq!(keys.len(), 4);
         assert_eq!(Set::from_ranges("s", decode_ranges(&keys)), s);
         let all = Set::new("s", ["0.0.0.0/0".parse().unwrap()]);
-        let mut keys = Vec::new();
-        element_keys(&wire(&all), &mut keys);
+        let mut listed = Vec::new();
+        elements(&wire(&all), &mut listed);
+        let keys = interval_keys(&listed);
         assert_eq!(keys, vec![(0, false)]);
         assert_eq!(Set::from_ranges("s", decode_ranges(&keys)), all);
     }
