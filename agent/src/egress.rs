@@ -104,13 +104,7 @@ pub fn any_nat_outgoing(pools: &[PoolSpec]) -> bool {
     pools.iter().any(|p| p.nat_outgoing())
 }
 
-/// What a sync did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Synced {
-    Unchanged,
-    Replaced,
-    Deleted,
-}
+pub use podnet_netlink::nft::Synced;
 
 /// The node's nftables socket.
 pub struct Egress {
@@ -139,26 +133,9 @@ impl Egress {
 
     /// Makes the kernel's table equal `want` (deleting it when `want` is `None`).
     pub fn sync(&mut self, want: &Option<Table>) -> Result<Synced, Error> {
-        let have = self
-            .nft
-            .read(TABLE)
-            .map_err(Error::netlink("read nftables table ip podnet"))?;
-        match (want, have) {
-            (None, None) => Ok(Synced::Unchanged),
-            (None, Some(_)) => {
-                self.nft
-                    .delete(TABLE)
-                    .map_err(Error::netlink("delete nftables table ip podnet"))?;
-                Ok(Synced::Deleted)
-            }
-            (Some(w), Some(h)) if w.clone().sorted() == h.clone().sorted() => Ok(Synced::Unchanged),
-            (Some(w), _) => {
-                self.nft
-                    .replace(w)
-                    .map_err(Error::netlink("write nftables table ip podnet"))?;
-                Ok(Synced::Replaced)
-            }
-        }
+        self.nft
+            .sync(TABLE, want.as_ref())
+            .map_err(Error::netlink("sync nftables table ip podnet"))
     }
 
     /// The kernel's copy of the table.

@@ -42,6 +42,10 @@ const NAT_RANGE_DERIVED: u32 = 1 | 2;
 const NAT_FLAGS: u16 = 7;
 const NAT_DNAT: u32 = 1;
 const NFPROTO_IPV4: u32 = 2;
+const REJECT_TYPE: u16 = 1;
+const REJECT_ICMP_CODE: u16 = 2;
+const REJECT_ICMP_UNREACH: u32 = 0;
+const ICMP_PORT_UNREACH: u8 = 3;
 
 fn raw(name: &str, attrs: Vec<(u16, Vec<u8>)>) -> ListAttribute<ExpressionAttribute> {
     Expressions::Other {
@@ -204,6 +208,13 @@ pub fn encode(e: &Expr) -> ListAttribute<ExpressionAttribute> {
                 (NAT_FAMILY, be32(NFPROTO_IPV4)),
                 (NAT_REG_ADDR_MIN, be32(1)),
                 (NAT_REG_PROTO_MIN, be32(2)),
+            ],
+        ),
+        Expr::Reject => raw(
+            "reject",
+            vec![
+                (REJECT_TYPE, be32(REJECT_ICMP_UNREACH)),
+                (REJECT_ICMP_CODE, vec![ICMP_PORT_UNREACH]),
             ],
         ),
         Expr::Counter { .. } => raw("counter", vec![]),
@@ -448,6 +459,13 @@ pub fn decode(l: &ListAttribute<ExpressionAttribute>) -> Expr {
             {
                 Expr::Dnat
             }
+            "reject"
+                if attributes.len() == 2
+                    && u32_of(attr(attributes, REJECT_TYPE)) == Some(REJECT_ICMP_UNREACH)
+                    && attr(attributes, REJECT_ICMP_CODE) == Some(vec![ICMP_PORT_UNREACH]) =>
+            {
+                Expr::Reject
+            }
             "counter" => Expr::Counter {
                 packets: u64_of(attr(attributes, COUNTER_PACKETS)).unwrap_or(0),
                 bytes: u64_of(attr(attributes, COUNTER_BYTES)).unwrap_or(0),
@@ -496,6 +514,7 @@ mod tests {
         exprs.extend(Expr::mark_set(0x4000));
         exprs.extend(Expr::mark_flip(0x4000));
         exprs.extend(Expr::mark_has(0x4000, true));
+        exprs.push(Expr::Reject);
         exprs.push(Expr::LoadAt {
             field: Field::FibSaddrType,
             reg: 9,

@@ -21,4 +21,4 @@ pub use model::{
     BaseChain, Chain, ChainKind, Expr, Field, HookPoint, Rule, Set, Table, Verdict, RTN_LOCAL,
 };
 pub use monitor::{NftEvent, NftMonitor};
-pub use socket::Nftables;
+pub use socket::{Nftables, Synced};

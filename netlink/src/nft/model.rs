@@ -262,6 +262,8 @@ pub enum Expr {
     },
     /// Destination NAT to the address in register 1 and the port in register 2.
     Dnat,
+    /// Refuse with ICMP port unreachable (a TCP client sees "connection refused").
+    Reject,
     Verdict(Verdict),
     /// An expression podnet does not write (only ever read back from the kernel).
     Unknown(String),
@@ -431,7 +433,13 @@ impl fmt::Display for Rule {
                 }
                 Expr::SetMark => words.push(format!("meta mark set {}", loaded.join(" . "))),
                 Expr::Cmp { eq, data } => {
-                    let op = if *eq { "" } else { "!= " };
+                    // After a bitwise operation, nft spells equality out.
+                    let masked = loaded.iter().any(|l| l.contains(" & "));
+                    let op = match (*eq, masked) {
+                        (true, false) => "",
+                        (true, true) => "== ",
+                        (false, _) => "!= ",
+                    };
                     let value = match field {
                         Some(Field::IpSaddr | Field::IpDaddr) => show_addr(data),
                         Some(Field::OifName) => show_name(data),
@@ -476,6 +484,7 @@ impl fmt::Display for Rule {
                     };
                     words.push(format!("dnat to {addr}{port}"));
                 }
+                Expr::Reject => words.push("reject".into()),
                 Expr::Counter { packets, bytes } => {
                     words.push(format!("counter packets {packets} bytes {bytes}"))
                 }
@@ -642,7 +651,7 @@ mod tests {
         );
         let mut masq = Expr::mark_has(0x4000, false).to_vec();
         masq.push(Expr::Verdict(Verdict::Return));
-        assert_eq!(words(masq), "meta mark & 0x4000 0x0 return");
+        assert_eq!(words(masq), "meta mark & 0x4000 == 0x0 return");
         let mut hairpin = Expr::addr_is(Field::IpSaddr, "10.0.0.2".parse().unwrap(), true).to_vec();
         hairpin.push(Expr::Verdict(Verdict::Jump("mark-for-masquerade".into())));
         assert_eq!(words(hairpin), "ip saddr 10.0.0.2 jump mark-for-masquerade");

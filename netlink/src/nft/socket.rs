@@ -58,6 +58,24 @@ impl Nftables {
         self.batch(t, Commit::DryRun)
     }
 
+    /// Makes the kernel's table `ip <name>` equal `want` (deleting it when `want` is `None`):
+    /// reads it back and writes only when it differs, so an owner can call this on every
+    /// pass.
+    pub fn sync(&mut self, name: &str, want: Option<&Table>) -> Result<Synced> {
+        match (want, self.read(name)?) {
+            (None, None) => Ok(Synced::Unchanged),
+            (None, Some(_)) => {
+                self.delete(name)?;
+                Ok(Synced::Deleted)
+            }
+            (Some(w), Some(h)) if w.clone().sorted() == h.clone().sorted() => Ok(Synced::Unchanged),
+            (Some(w), _) => {
+                self.replace(w)?;
+                Ok(Synced::Replaced)
+            }
+        }
+    }
+
     /// Deletes table `ip <name>`; false if there was none.
     pub fn delete(&mut self, name: &str) -> Result<bool> {
         let msg = NfTablesMessage::DeleteTable(TableMessage {
@@ -409,6 +427,14 @@ impl Nftables {
             .map_err(Error::io(format!("{action}: read the reply")))?;
         parse_all(&self.buf[..n], action)
     }
+}
+
+/// What a [`Nftables::sync`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synced {
+    Unchanged,
+    Replaced,
+    Deleted,
 }
 
 /// A bound NETLINK_NETFILTER socket.
