@@ -22,6 +22,7 @@ pub mod nodes;
 pub mod plugin;
 pub mod pool;
 pub mod pools;
+pub mod services;
 pub mod store;
 
 pub use allocator::{pod_handle, pod_handles, tunnel_handle, GcReport, Ipam};
@@ -56,6 +57,8 @@ pub enum Error {
         "handle {0} already holds an address (a second ADD for the same container and interface?)"
     )]
     AlreadyAllocated(String),
+    #[error("invalid Service record: {0}")]
+    InvalidService(String),
     #[error("invalid {what} {value:?}: {why}")]
     InvalidName {
         what: &'static str,

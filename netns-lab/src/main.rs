@@ -11,6 +11,7 @@ mod routers;
 mod runtime;
 mod scenario;
 mod serve;
+mod services;
 mod state;
 mod up;
 mod views;

@@ -179,6 +179,7 @@ mod tests {
             args: vec![],
             ports: vec![Port {
                 container_port: 8080,
+                name: None,
             }],
         }
     }

@@ -196,6 +196,8 @@ pub struct Metadata {
     pub name: String,
     #[serde(default = "default_namespace")]
     pub namespace: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_namespace() -> String {
@@ -224,6 +226,9 @@ pub struct Container {
 pub struct Port {
     #[serde(rename = "containerPort")]
     pub container_port: u16,
+    /// What a Service's named `targetPort` refers to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// A pod of the scenario: its manifest (inline or from a file) and its node.
@@ -262,6 +267,16 @@ pub struct Scenario {
     /// The outside world behind the gateway (`outside: null` for none).
     #[serde(default = "default_outside")]
     pub outside: Option<Outside>,
+    /// Where ClusterIPs come from (kubespray's `kube_service_addresses`).
+    #[serde(rename = "serviceCidr", default = "default_service_cidr")]
+    pub service_cidr: Ipv4Net,
+    /// Kubernetes Service manifests, as written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<crate::services::ServiceManifest>,
+}
+
+fn default_service_cidr() -> Ipv4Net {
+    "10.233.0.0/18".parse().expect("literal")
 }
 
 fn default_encap() -> Encap {
@@ -342,6 +357,7 @@ impl Scenario {
                         metadata: Metadata {
                             name: format!("pod-{}-{}", i + 1, j + 1),
                             namespace: default_namespace(),
+                            labels: BTreeMap::new(),
                         },
                         spec: PodSpec {
                             containers: vec![Container {
@@ -374,6 +390,8 @@ impl Scenario {
             bgp: None,
             cross_subnet: false,
             outside: None,
+            service_cidr: default_service_cidr(),
+            services: Vec::new(),
         };
         s.validate()?;
         Ok(s)
@@ -490,6 +508,7 @@ impl Scenario {
                 }
             }
         }
+        crate::services::settle(&self.services, self.service_cidr)?;
         if !self.fabric.contains(&self.gateway) {
             bail!("gateway {} is not in fabric {}", self.gateway, self.fabric);
         }

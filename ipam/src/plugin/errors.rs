@@ -12,6 +12,8 @@ pub fn to_cni(action: &str, err: Error) -> CniError {
         Error::Store(_) => code::IO_FAILURE,
         Error::PoolExhausted { .. } => code::POOL_EXHAUSTED,
         Error::AlreadyAllocated(_) => code::ALREADY_ALLOCATED,
+        // A bad Service record is not the plugin's doing, but it reads the datastore too.
+        Error::InvalidService(_) => code::IO_FAILURE,
         Error::InvalidPool(_)
         | Error::PoolMismatch { .. }
         | Error::PoolOverlap { .. }

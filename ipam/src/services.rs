@@ -1,0 +1,79 @@
+//! Services as the lab's service proxies read them: each ClusterIP Service with its ports and
+//! its ready endpoints, written by whoever plays Kubernetes' controllers (the lab), one key per
+//! Service so a proxy watching the prefix sees every change.
+//!
+//! ```text
+//! /podnet/v1/services/<namespace>/<name>   a Service (ServiceRecord)
+//! ```
+
+use crate::store::Txn;
+use crate::{Datastore, Error};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+pub const SERVICES: &str = "/podnet/v1/services/";
+
+/// One port: `port` on the ClusterIP to `targetPort` on each endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePortRecord {
+    #[serde(default)]
+    pub name: String,
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+    pub port: u16,
+    pub target_port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRecord {
+    pub namespace: String,
+    pub name: String,
+    /// `None` for a headless Service.
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub ports: Vec<ServicePortRecord>,
+    /// The ready endpoints' addresses.
+    pub endpoints: Vec<Ipv4Addr>,
+}
+
+pub fn key(namespace: &str, name: &str) -> String {
+    format!("{SERVICES}{namespace}/{name}")
+}
+
+/// Every Service, in key order; a record that does not read is an error naming its key.
+pub fn list(store: &dyn Datastore) -> Result<Vec<ServiceRecord>, Error> {
+    store
+        .list(SERVICES)?
+        .kvs
+        .into_iter()
+        .map(|kv| {
+            serde_json::from_str(&kv.value).map_err(|e| {
+                Error::InvalidService(format!("{} does not read as a Service: {e}", kv.key))
+            })
+        })
+        .collect()
+}
+
+/// Writes (or rewrites) a Service.
+pub fn put(store: &dyn Datastore, s: &ServiceRecord) -> Result<(), Error> {
+    let mut txn = Txn::default();
+    txn.put(
+        key(&s.namespace, &s.name),
+        serde_json::to_string(s).expect("a Service serializes"),
+    );
+    store.txn(&txn)?;
+    Ok(())
+}
+
+/// Removes a Service; false if there was none.
+pub fn delete(store: &dyn Datastore, namespace: &str, name: &str) -> Result<bool, Error> {
+    let k = key(namespace, name);
+    if store.get(&k)?.is_none() {
+        return Ok(false);
+    }
+    let mut txn = Txn::default();
+    txn.delete(k);
+    store.txn(&txn)?;
+    Ok(true)
+}
