@@ -9,6 +9,7 @@
 use crate::store::Txn;
 use crate::{Datastore, Error};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 pub const SERVICES: &str = "/podnet/v1/services/";
@@ -35,6 +36,12 @@ pub struct ServiceRecord {
     pub ports: Vec<ServicePortRecord>,
     /// The ready endpoints' addresses.
     pub endpoints: Vec<Ipv4Addr>,
+    /// The pods' labels it selects (empty: endpoints kept by hand, or none).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: BTreeMap<String, String>,
+    /// When it was made (seconds since the epoch), for `get svc`'s AGE.
+    #[serde(default)]
+    pub created: u64,
 }
 
 pub fn key(namespace: &str, name: &str) -> String {

@@ -24,6 +24,7 @@ pub fn down(name: &str) -> Result<()> {
             .filter_map(|n| n.agent.clone())
             .chain(lab.routers.iter().cloned())
             .chain(lab.outside.iter().cloned())
+            .chain(lab.service_procs.iter().cloned())
             .chain(
                 lab.pods
                     .iter()

@@ -7,11 +7,13 @@ mod inventory;
 mod outside;
 mod procs;
 mod progress;
+mod proxy;
 mod routers;
 mod runtime;
 mod scenario;
 mod serve;
 mod services;
+mod services_up;
 mod state;
 mod up;
 mod views;
@@ -70,9 +72,9 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-    /// kubectl-style tables: `get nodes`, `get pods` (`-o wide`).
+    /// kubectl-style tables: `get nodes`, `get pods` (`-o wide`), `get svc`, `get endpoints`.
     Get {
-        #[arg(value_parser = ["nodes", "node", "pods", "pod"])]
+        #[arg(value_parser = ["nodes", "node", "pods", "pod", "services", "service", "svc", "endpoints", "ep"])]
         what: String,
         #[arg(short, long)]
         output: Option<String>,
@@ -153,6 +155,13 @@ enum Cmd {
         /// The DNS server (IPv4, port 53 unless given as IP:PORT).
         #[arg(long)]
         server: String,
+    },
+    /// (used inside the lab) a node's service proxy: the lab's Services into the node's
+    /// nftables table ip podnet-proxy.
+    #[command(hide = true)]
+    Proxy {
+        #[arg(long)]
+        node: String,
     },
     /// (used inside the lab) fetch a URL.
     #[command(hide = true)]
@@ -281,6 +290,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 views::next_steps(&l);
             }
         }
+        Cmd::Proxy { node } => {
+            let l = LabState::current(lab)?;
+            proxy::run(&l, &node)?;
+        }
         Cmd::Down { all } => {
             if all {
                 down::down_all()?;
@@ -297,10 +310,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             print!(
                 "{}",
-                if what.starts_with("node") {
-                    views::get_nodes(&l, wide)?
-                } else {
-                    views::get_pods(&l, wide)
+                match what.as_str() {
+                    w if w.starts_with("node") => views::get_nodes(&l, wide)?,
+                    w if w.starts_with("pod") => views::get_pods(&l, wide),
+                    "endpoints" | "ep" => views::get_endpoints(&l)?,
+                    _ => views::get_services(&l, wide)?,
                 }
             );
         }

@@ -233,6 +233,8 @@ pub fn record(s: &Settled, pods: &[RunningPod], control_plane: &[Ipv4Addr]) -> S
         cluster_ip: s.cluster_ip,
         ports,
         endpoints,
+        selector: s.selector.clone(),
+        created: crate::state::now(),
     }
 }
 

@@ -84,6 +84,9 @@ pub struct LabState {
     /// The outside world's servers (HTTP on its hosts).
     #[serde(default)]
     pub outside: Vec<Proc>,
+    /// The Services' processes: each node's service proxy, the API server stand-ins.
+    #[serde(default)]
+    pub service_procs: Vec<Proc>,
 }
 
 fn datastore_routing() -> String {

@@ -109,6 +109,7 @@ pub fn up(
         routing: routing.to_string(),
         routers: Vec::new(),
         outside: Vec::new(),
+        service_procs: Vec::new(),
     };
     lab.save()?;
     // From here on, a failure removes everything this `up` made.
@@ -172,6 +173,7 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
     let agents = t.elapsed();
     let t = Instant::now();
     add_pods(lab, bins)?;
+    crate::services_up::start(lab, bins)?;
     eprintln!(
         "timing: namespaces and fabric {:.2} s, agents converged {:.2} s, pods {:.2} s",
         nodes.as_secs_f64(),

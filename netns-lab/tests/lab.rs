@@ -206,6 +206,36 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             !nx.status.success() && String::from_utf8_lossy(&nx.stderr).contains("NXDOMAIN"),
             "{nx:?}"
         );
+        // Services: ClusterIPs by nftables (kube-proxy's layout), on every node.
+        for check in [
+            "PASS  every pod reaches every Service by its ClusterIP (10 connections)",
+            "PASS  100 requests from ubuntu-test to kubernetes (http://10.233.0.1:443/) reach all 3 endpoints",
+            "PASS  web-0 reaches itself through Service web (hairpin, masqueraded by its node)",
+        ] {
+            assert!(report.contains(check), "{check}:\n{report}");
+        }
+        let svc = ok(&["get", "svc"]);
+        assert!(
+            svc.contains("kubernetes   ClusterIP   10.233.0.1 ")
+                && svc.contains("443/TCP")
+                && svc.contains("web          ClusterIP   10.233.0.10"),
+            "{svc}"
+        );
+        let ep = ok(&["get", "endpoints"]);
+        assert!(
+            ep.contains("192.168.110.100:6443,192.168.110.101:6443,192.168.110.102:6443")
+                && ep.contains("10.233.78.1:80,10.233.99.2:80"),
+            "{ep}"
+        );
+        let page = ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            LAB,
+            "http-get",
+            "http://10.233.0.10/",
+        ]);
+        assert!(page.contains("Welcome to nginx!"), "{page}");
         let pods = ok(&["get", "pods", "-o", "wide"]);
         assert!(
             pods.contains("ubuntu-test")

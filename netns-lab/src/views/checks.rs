@@ -13,13 +13,13 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Checks {
+pub(super) struct Checks {
     passed: usize,
     failed: usize,
 }
 
 impl Checks {
-    fn check(&mut self, what: &str, outcome: Result<(), String>) {
+    pub(super) fn check(&mut self, what: &str, outcome: Result<(), String>) {
         match outcome {
             Ok(()) => {
                 self.passed += 1;
@@ -200,6 +200,7 @@ pub fn test(lab: &LabState) -> Result<bool> {
         }
         outside_checks(&mut t, lab, &pod.name, outside.hosts[0].ip)?;
     }
+    super::service_checks::run(&mut t, lab)?;
     println!("\n{} passed, {} failed", t.passed, t.failed);
     Ok(t.failed == 0)
 }

@@ -5,7 +5,7 @@ use crate::procs;
 use crate::state::{self, LabState};
 use anyhow::Result;
 
-fn age(since: u64) -> String {
+pub fn age(since: u64) -> String {
     let s = state::now().saturating_sub(since);
     match s {
         0..=119 => format!("{s}s"),

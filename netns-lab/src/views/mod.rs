@@ -10,6 +10,8 @@ mod get;
 mod graph;
 mod ifconfig;
 mod routes;
+mod service_checks;
+mod services;
 pub mod tour;
 mod trace;
 
@@ -20,6 +22,7 @@ pub use get::{get_nodes, get_pods};
 pub use graph::dot;
 pub use ifconfig::ifconfig;
 pub use routes::routes;
+pub use services::{get_endpoints, get_services};
 pub use trace::{render_trace, trace};
 
 use crate::state::LabState;
