@@ -3,7 +3,7 @@
 use crate::{Netlink, Result};
 use ipnet::Ipv4Net;
 use rtnetlink::packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::AddressMessageBuilder;
 use std::net::{IpAddr, Ipv4Addr};
@@ -18,10 +18,22 @@ pub struct Address {
 impl Netlink {
     /// Adds `net` (address and prefix length) to link `index`.
     pub fn add_address(&mut self, index: u32, net: Ipv4Net) -> Result<()> {
-        let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+        self.add_address_scoped(index, net, AddressScope::Universe)
+    }
+
+    /// Adds `ip/32` with scope host to link `index`: the namespace answers on it, but never
+    /// picks it as the source of what it sends elsewhere (an ICMP error, a forwarded reply).
+    pub fn add_host_address(&mut self, index: u32, ip: Ipv4Addr) -> Result<()> {
+        let net = Ipv4Net::new(ip, 32).expect("/32 is a valid prefix");
+        self.add_address_scoped(index, net, AddressScope::Host)
+    }
+
+    fn add_address_scoped(&mut self, index: u32, net: Ipv4Net, scope: AddressScope) -> Result<()> {
+        let mut msg = AddressMessageBuilder::<Ipv4Addr>::new()
             .index(index)
             .address(net.addr(), net.prefix_len())
             .build();
+        msg.header.scope = scope;
         self.execute(
             &format!("add address {net} to link #{index}"),
             RouteNetlinkMessage::NewAddress(msg),

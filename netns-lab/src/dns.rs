@@ -1,5 +1,7 @@
 //! A small authoritative DNS server and client for the lab: the outside world's resolver
-//! (`serve-dns`) and `resolve`, the look-up a pod runs without dig.
+//! (`serve-dns`), the nodes' node-local DNS (its cluster names in
+//! [`crate::cluster_dns`], the rest forwarded), and `resolve`, the look-up a pod runs
+//! without dig.
 //!
 //! The wire format is `simple-dns` (parsing and building DNS messages, no server framework):
 //! the lab needs a few A records over UDP, and a small, well-kept codec keeps the code about
@@ -52,19 +54,52 @@ impl Zone {
     }
 }
 
-fn normal(name: &str) -> String {
+pub fn normal(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// The reply to one query message: A records for names in the zone, an empty answer
-/// (NOERROR) for other types of a known name, NXDOMAIN for unknown names, FORMERR for what
-/// does not parse as a query (when even the header is unreadable, no reply at all).
-pub fn answer(query: &[u8], zone: &Zone) -> Option<Vec<u8>> {
+/// What a server knows of a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    Addresses(Vec<Ipv4Addr>),
+    /// In this server's domain, and not there.
+    NxDomain,
+    /// Not this server's domain: ask upstream.
+    Elsewhere,
+}
+
+/// A source of answers: a fixed [`Zone`], or the cluster's names.
+pub trait Authority {
+    fn lookup(&self, name: &str) -> Lookup;
+}
+
+impl Authority for Zone {
+    fn lookup(&self, name: &str) -> Lookup {
+        match Zone::lookup(self, name) {
+            Some(ips) => Lookup::Addresses(ips.to_vec()),
+            None => Lookup::NxDomain,
+        }
+    }
+}
+
+/// What to do with a query.
+#[derive(Debug, PartialEq)]
+pub enum Answer {
+    Reply(Vec<u8>),
+    /// Relay it to the upstream server as it is.
+    Forward,
+}
+
+/// The reply to one query message: A records for names the authority knows, an empty answer
+/// (NOERROR) for other types of a known name, NXDOMAIN for unknown names of its domain,
+/// [`Answer::Forward`] for names outside it, FORMERR for what does not parse as a query
+/// (when even the header is unreadable, no reply at all).
+pub fn answer(query: &[u8], zone: &dyn Authority) -> Option<Answer> {
     let Ok(q) = Packet::parse(query) else {
         let id = u16::from_be_bytes([*query.first()?, *query.get(1)?]);
         let mut reply = Packet::new_reply(id);
         *reply.rcode_mut() = RCODE::FormatError;
-        return reply.build_bytes_vec().ok();
+        return reply.build_bytes_vec().ok().map(Answer::Reply);
     };
     if q.has_flags(PacketFlag::RESPONSE) {
         return None; // never answer an answer
@@ -77,9 +112,13 @@ pub fn answer(query: &[u8], zone: &Zone) -> Option<Vec<u8>> {
     for question in &q.questions {
         let name = question.qname.to_string();
         reply.questions.push(question.clone());
-        let Some(ips) = zone.lookup(&name) else {
-            *reply.rcode_mut() = RCODE::NameError;
-            continue;
+        let ips = match zone.lookup(&name) {
+            Lookup::Addresses(ips) => ips,
+            Lookup::NxDomain => {
+                *reply.rcode_mut() = RCODE::NameError;
+                continue;
+            }
+            Lookup::Elsewhere => return Some(Answer::Forward),
         };
         let wants_a = matches!(question.qtype, QTYPE::TYPE(TYPE::A) | QTYPE::ANY);
         let in_class = matches!(question.qclass, QCLASS::CLASS(CLASS::IN) | QCLASS::ANY);
@@ -89,26 +128,59 @@ pub fn answer(query: &[u8], zone: &Zone) -> Option<Vec<u8>> {
                     question.qname.clone(),
                     CLASS::IN,
                     TTL,
-                    RData::A(A::from(*ip)),
+                    RData::A(A::from(ip)),
                 ));
             }
         }
     }
-    reply.build_bytes_vec().ok()
+    reply.build_bytes_vec().ok().map(Answer::Reply)
 }
 
 /// Answers DNS over UDP on `addr` forever. Bind the server's own address, not 0.0.0.0, where a
 /// namespace has several: a reply must come from the address the query went to, or the
 /// client's resolver throws it away.
-pub fn serve(addr: SocketAddr, zone: &Zone) -> Result<()> {
+/// Names outside the authority's domain go to `upstream` (each relayed on a thread of its
+/// own, so a slow upstream holds up nobody else); without one they get SERVFAIL.
+pub fn serve(addr: SocketAddr, zone: &dyn Authority, upstream: Option<SocketAddr>) -> Result<()> {
     let sock = UdpSocket::bind(addr).with_context(|| format!("bind udp {addr}"))?;
     let mut buf = [0u8; 1500];
     loop {
         let (n, from) = sock.recv_from(&mut buf).context("receive a DNS query")?;
-        if let Some(reply) = answer(&buf[..n], zone) {
-            let _ = sock.send_to(&reply, from);
+        match (answer(&buf[..n], zone), upstream) {
+            (Some(Answer::Reply(reply)), _) => {
+                let _ = sock.send_to(&reply, from);
+            }
+            (Some(Answer::Forward), Some(up)) => {
+                let (query, back) = (buf[..n].to_vec(), sock.try_clone()?);
+                std::thread::spawn(move || {
+                    if let Some(reply) = relay(&query, up) {
+                        let _ = back.send_to(&reply, from);
+                    }
+                });
+            }
+            (Some(Answer::Forward), None) => {
+                if let Ok(q) = Packet::parse(&buf[..n]) {
+                    let mut reply = Packet::new_reply(q.id());
+                    *reply.rcode_mut() = RCODE::ServerFailure;
+                    if let Ok(r) = reply.build_bytes_vec() {
+                        let _ = sock.send_to(&r, from);
+                    }
+                }
+            }
+            (None, _) => {}
         }
     }
+}
+
+/// One query to `upstream`, its reply as it came (2 s at most).
+fn relay(query: &[u8], upstream: SocketAddr) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind(("0.0.0.0", 0)).ok()?;
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    sock.connect(upstream).ok()?;
+    sock.send(query).ok()?;
+    let mut buf = [0u8; 1500];
+    let n = sock.recv(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
 }
 
 /// What a look-up found.
@@ -183,7 +255,10 @@ mod tests {
             CLASS::IN.into(),
             false,
         ));
-        answer(&q.build_bytes_vec().unwrap(), &zone()).unwrap()
+        match answer(&q.build_bytes_vec().unwrap(), &zone()).unwrap() {
+            Answer::Reply(r) => r,
+            Answer::Forward => panic!("a Zone never forwards"),
+        }
     }
 
     #[test]
@@ -212,7 +287,9 @@ mod tests {
 
     #[test]
     fn garbage_gets_formerr_and_answers_are_not_answered() {
-        let r = answer(&[0x12, 0x34, 0xff], &zone()).unwrap();
+        let Some(Answer::Reply(r)) = answer(&[0x12, 0x34, 0xff], &zone()) else {
+            panic!("FORMERR expected")
+        };
         let r = Packet::parse(&r).unwrap();
         assert_eq!((r.id(), r.rcode()), (0x1234, RCODE::FormatError));
         assert!(answer(&[1], &zone()).is_none());
@@ -234,8 +311,10 @@ mod tests {
             let mut buf = [0u8; 1500];
             for _ in 0..2 {
                 let (n, from) = sock.recv_from(&mut buf).unwrap();
-                sock.send_to(&answer(&buf[..n], &zone()).unwrap(), from)
-                    .unwrap();
+                let Some(Answer::Reply(r)) = answer(&buf[..n], &zone()) else {
+                    panic!("a reply")
+                };
+                sock.send_to(&r, from).unwrap();
             }
         });
         let t = Duration::from_secs(2);

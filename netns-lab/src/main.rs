@@ -1,6 +1,7 @@
 //! `podnet-lab`: the seed's cluster (or any scenario) built from network namespaces on one
 //! machine, driven by the real podnet binaries, and the commands to look at it.
 
+mod cluster_dns;
 mod dns;
 mod down;
 mod inventory;
@@ -163,6 +164,13 @@ enum Cmd {
         #[arg(long)]
         node: String,
     },
+    /// (used inside the lab) a node's node-local DNS at 169.254.25.10: cluster names, the
+    /// rest forwarded to the outside resolver.
+    #[command(hide = true)]
+    Dns {
+        #[arg(long)]
+        node: String,
+    },
     /// (used inside the lab) fetch a URL.
     #[command(hide = true)]
     HttpGet { url: String },
@@ -223,7 +231,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Cmd::ServeDns { listen, records } => {
-            dns::serve(listen, &dns::Zone::parse_records(&records)?)?;
+            dns::serve(listen, &dns::Zone::parse_records(&records)?, None)?;
             return Ok(ExitCode::SUCCESS);
         }
         Cmd::Resolve { name, server } => {
@@ -293,6 +301,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Proxy { node } => {
             let l = LabState::current(lab)?;
             proxy::run(&l, &node)?;
+        }
+        Cmd::Dns { node } => {
+            let l = LabState::current(lab)?;
+            cluster_dns::run(&l, &node)?;
         }
         Cmd::Down { all } => {
             if all {

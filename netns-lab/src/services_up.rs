@@ -1,13 +1,14 @@
 //! `up`'s last step: the scenario's Services stored with their endpoints (the lab plays the
 //! API server and the EndpointSlice controller), a stand-in API server on each control-plane
-//! node for the `kubernetes` Service, and a service proxy on every node; returns once every
-//! node's table serves every ClusterIP.
+//! node for the `kubernetes` Service, and on every node a service proxy and the node-local
+//! DNS; returns once every node's table serves every ClusterIP and every node's DNS answers.
 
+use crate::cluster_dns::{DOMAIN, NODE_LOCAL_DNS};
 use crate::procs::{self, Placement};
 use crate::runtime::Binaries;
 use crate::services::{record, settle, RunningPod};
 use crate::state::LabState;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use podnet_ipam::services::{self, ServiceRecord};
 use podnet_netlink::netns::Netns;
 use podnet_netlink::nft::Nftables;
@@ -80,6 +81,25 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
     }
     let nodes: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
     for n in &nodes {
+        // The node-local DNS address, on lo: pods reach it through their node.
+        Netns::open(LabState::netns_path(n))?.run(|| -> Result<()> {
+            let mut nl = podnet_netlink::Netlink::open()?;
+            let lo = nl.link("lo")?.context("lo vanished")?;
+            // Scope host: the node never answers anything else from it (a traceroute's hop 1
+            // stays the node's own address, as in the seed).
+            nl.add_host_address(lo.index, NODE_LOCAL_DNS)?;
+            Ok(())
+        })??;
+        let args = vec![
+            "--lab".into(),
+            lab.name.clone(),
+            "dns".into(),
+            "--node".into(),
+            n.clone(),
+        ];
+        daemons.push((n.clone(), args, format!("dns-{n}.log")));
+    }
+    for n in &nodes {
         let args = vec![
             "--lab".into(),
             lab.name.clone(),
@@ -111,7 +131,32 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
         .filter(|r| r.cluster_ip.is_some() && !r.endpoints.is_empty())
         .map(|r| r.ports.len())
         .sum();
-    wait_for_proxies(&nodes, ports)
+    wait_for_proxies(&nodes, ports)?;
+    let first = &records[0];
+    let name = format!("{}.{}.svc.{DOMAIN}", first.name, first.namespace);
+    wait_for_dns(&nodes, &name)
+}
+
+/// Until every node's DNS answers `name` (at most 10 s).
+fn wait_for_dns(nodes: &[String], name: &str) -> Result<()> {
+    let start = Instant::now();
+    for n in nodes {
+        let ns = Netns::open(LabState::netns_path(n))?;
+        while !ns.run(|| {
+            crate::dns::resolve(
+                (NODE_LOCAL_DNS, 53).into(),
+                name,
+                Duration::from_millis(200),
+            )
+            .is_ok()
+        })? {
+            if start.elapsed() > Duration::from_secs(10) {
+                bail!("node {n}'s DNS did not answer {name} within 10 s (see dns-{n}.log)");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
 }
 
 /// Until every node's `services` map holds `ports` elements (at most 10 s).

@@ -211,9 +211,24 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             "PASS  every pod reaches every Service by its ClusterIP (10 connections)",
             "PASS  100 requests from ubuntu-test to kubernetes (http://10.233.0.1:443/) reach all 3 endpoints",
             "PASS  web-0 reaches itself through Service web (hairpin, masqueraded by its node)",
+            "PASS  every pod reaches every Service by name through 169.254.25.10 (10 connections)",
+            "PASS  ubuntu-test asks 169.254.25.10 for kubernetes.default.svc.cluster.local: Addresses([10.233.0.1])",
+            "PASS  ubuntu-test asks 169.254.25.10 for no-such-service.default.svc.cluster.local: NxDomain",
+            "PASS  ubuntu-test asks 169.254.25.10 for www.example.com: Addresses([203.0.113.10])",
         ] {
             assert!(report.contains(check), "{check}:\n{report}");
         }
+        let web = ok(&[
+            "exec",
+            "ubuntu-test",
+            "--",
+            LAB,
+            "resolve",
+            "web.default.svc.cluster.local",
+            "--server",
+            "169.254.25.10",
+        ]);
+        assert!(web.contains("Address: 10.233.0.10"), "{web}");
         let svc = ok(&["get", "svc"]);
         assert!(
             svc.contains("kubernetes   ClusterIP   10.233.0.1 ")

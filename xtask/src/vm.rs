@@ -42,6 +42,10 @@ const MODULES: &[&str] = &[
     "nft_masq",
     "nf_nat",
     "nft_fib_ipv4",
+    // The lab's service proxies (table ip podnet-proxy): DNAT, numgen, reject.
+    "nft_nat",
+    "nft_numgen",
+    "nft_reject_ipv4",
 ];
 const EXIT_MARK: &str = "PODNET-VM-EXIT=";
 

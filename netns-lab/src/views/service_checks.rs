@@ -2,6 +2,8 @@
 //! over all its endpoints; a pod reaching itself through its Service (hairpin) gets answers.
 
 use super::checks::Checks;
+use crate::cluster_dns::{DOMAIN, NODE_LOCAL_DNS};
+use crate::dns::{resolve, Found};
 use crate::state::LabState;
 use anyhow::Result;
 use podnet_ipam::services::{self, ServiceRecord};
@@ -20,6 +22,9 @@ pub fn run(t: &mut Checks, lab: &LabState) -> Result<()> {
         .filter(|s| s.cluster_ip.is_some() && !s.endpoints.is_empty())
         .collect();
     every_pod_reaches_every_service(t, lab, &served)?;
+    if let Some(pod) = lab.pods.first() {
+        dns_checks(t, lab, &pod.name, &stored)?;
+    }
     if let (Some(s), Some(pod)) = (
         served.iter().max_by_key(|s| s.endpoints.len()),
         lab.pods.first(),
@@ -52,29 +57,95 @@ fn every_pod_reaches_every_service(
     lab: &LabState,
     served: &[&ServiceRecord],
 ) -> Result<()> {
-    let mut failed = Vec::new();
+    let (mut by_ip, mut by_name) = (Vec::new(), Vec::new());
     for p in &lab.pods {
         let ns = Netns::open(LabState::netns_path(&p.name))?;
         for s in served {
+            let name = format!("{}.{}.svc.{DOMAIN}", s.name, s.namespace);
+            let named = match ns.run(|| lookup(&name))? {
+                Ok(Found::Addresses(ips)) => ips.first().copied(),
+                _ => None,
+            };
+            let ip = s.cluster_ip.expect("served");
             for port in &s.ports {
-                let addr = (s.cluster_ip.expect("served"), port.port).into();
-                let ok =
-                    ns.run(|| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())?;
-                if !ok {
-                    failed.push(format!("{} -> {}:{}", p.name, addr.ip(), port.port));
+                let reached = ns.run(|| {
+                    TcpStream::connect_timeout(&(ip, port.port).into(), Duration::from_secs(2))
+                        .is_ok()
+                })?;
+                if !reached {
+                    by_ip.push(format!("{} -> {ip}:{}", p.name, port.port));
+                }
+                if named != Some(ip) || !reached {
+                    by_name.push(format!("{} -> {name}:{} ({named:?})", p.name, port.port));
                 }
             }
         }
     }
     let n = lab.pods.len() * served.iter().map(|s| s.ports.len()).sum::<usize>();
-    t.check(
-        &format!("every pod reaches every Service by its ClusterIP ({n} connections)"),
+    let outcome = |failed: Vec<String>| {
         if failed.is_empty() {
             Ok(())
         } else {
             Err(failed.join(", "))
-        },
+        }
+    };
+    t.check(
+        &format!("every pod reaches every Service by its ClusterIP ({n} connections)"),
+        outcome(by_ip),
     );
+    t.check(
+        &format!(
+            "every pod reaches every Service by name through {NODE_LOCAL_DNS} ({n} connections)"
+        ),
+        outcome(by_name),
+    );
+    Ok(())
+}
+
+/// A look-up at the node-local DNS, from the calling thread's namespace.
+fn lookup(name: &str) -> Result<Found> {
+    resolve((NODE_LOCAL_DNS, 53).into(), name, Duration::from_secs(1))
+}
+
+/// The node-local DNS, asked from a pod: cluster names answered, unknown ones NXDOMAIN,
+/// outside names forwarded.
+fn dns_checks(t: &mut Checks, lab: &LabState, pod: &str, stored: &[ServiceRecord]) -> Result<()> {
+    let ns = Netns::open(LabState::netns_path(pod))?;
+    let mut expect = |name: String, want: Found| -> Result<()> {
+        let got = ns.run(|| lookup(&name).map_err(|e| e.to_string()))?;
+        t.check(
+            &format!("{pod} asks {NODE_LOCAL_DNS} for {name}: {want:?}"),
+            match got {
+                Ok(g) if g == want => Ok(()),
+                other => Err(format!("got {other:?}")),
+            },
+        );
+        Ok(())
+    };
+    if let Some(s) = stored.iter().find(|s| s.cluster_ip.is_some()) {
+        let ip = s.cluster_ip.expect("found");
+        expect(
+            format!("{}.{}.svc.{DOMAIN}", s.name, s.namespace),
+            Found::Addresses(vec![ip]),
+        )?;
+    }
+    if let Some((p, ip)) = lab.pods.first().and_then(|p| Some((p, p.ip()?))) {
+        let name = format!("{}.{}.pod.{DOMAIN}", ip.replace('.', "-"), p.namespace);
+        expect(name, Found::Addresses(vec![ip.parse()?]))?;
+    }
+    expect(
+        format!("no-such-service.default.svc.{DOMAIN}"),
+        Found::NxDomain,
+    )?;
+    if let Some(o) = lab
+        .scenario
+        .outside
+        .as_ref()
+        .filter(|o| o.resolver.is_some())
+    {
+        let h = &o.hosts[0];
+        expect(h.name.clone(), Found::Addresses(vec![h.ip]))?;
+    }
     Ok(())
 }
 
