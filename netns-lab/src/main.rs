@@ -103,7 +103,11 @@ enum Cmd {
     /// A real traceroute from a pod, each hop annotated.
     Trace { from: String, to: String },
     /// The path of a packet, from the kernel's own route lookups in each namespace.
-    Explain { from: String, to: String },
+    Explain {
+        from: String,
+        /// A pod, an address, or a Service (`web`, `default/web`, its ClusterIP; `:PORT`).
+        to: String,
+    },
     /// The live topology as Graphviz: SVG with `dot` installed (-o x.svg), else DOT text.
     Graph {
         #[arg(short, long)]

@@ -16,6 +16,8 @@ use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+const WAIT: Duration = Duration::from_secs(60);
+
 /// The Services as they should be stored, from the scenario and the running pods.
 pub fn records(lab: &LabState) -> Result<Vec<ServiceRecord>> {
     let settled = settle(&lab.scenario.services, lab.scenario.service_cidr)?;
@@ -137,7 +139,7 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
     wait_for_dns(&nodes, &name)
 }
 
-/// Until every node's DNS answers `name` (at most 10 s).
+/// Until every node's DNS answers `name` (at most a minute).
 fn wait_for_dns(nodes: &[String], name: &str) -> Result<()> {
     let start = Instant::now();
     for n in nodes {
@@ -150,8 +152,8 @@ fn wait_for_dns(nodes: &[String], name: &str) -> Result<()> {
             )
             .is_ok()
         })? {
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("node {n}'s DNS did not answer {name} within 10 s (see dns-{n}.log)");
+            if start.elapsed() > WAIT {
+                bail!("node {n}'s DNS did not answer {name} within {WAIT:?} (see dns-{n}.log)");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -159,7 +161,8 @@ fn wait_for_dns(nodes: &[String], name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Until every node's `services` map holds `ports` elements (at most 10 s).
+/// Until every node's `services` map holds `ports` elements (at most a minute: a node takes
+/// milliseconds, but a VM under software emulation is slower by far).
 fn wait_for_proxies(nodes: &[String], ports: usize) -> Result<()> {
     let start = Instant::now();
     for n in nodes {
@@ -175,8 +178,8 @@ fn wait_for_proxies(nodes: &[String], ports: usize) -> Result<()> {
             if have == ports {
                 break;
             }
-            if start.elapsed() > Duration::from_secs(10) {
-                bail!("node {n}'s service proxy did not program the Services within 10 s (see proxy-{n}.log)");
+            if start.elapsed() > WAIT {
+                bail!("node {n}'s service proxy did not program the Services within {WAIT:?} (see proxy-{n}.log)");
             }
             std::thread::sleep(Duration::from_millis(20));
         }

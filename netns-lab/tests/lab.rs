@@ -229,6 +229,26 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             "169.254.25.10",
         ]);
         assert!(web.contains("Address: 10.233.0.10"), "{web}");
+        let why = ok(&["explain", "ubuntu-test", "web"]);
+        assert!(
+            why.contains("finds `10.233.0.10 . tcp . 80 : goto service-default/web/tcp/http`")
+                && why.contains("numgen random mod 2 vmap")
+                && why
+                    .contains("picks one of 2 endpoints at random: 10.233.78.1:80, 10.233.99.2:80")
+                && why.contains("reaches 10.233.78.1 (pod web-1)"),
+            "explain reads the DNAT step from the kernel, then the pod path:\n{why}"
+        );
+        let tour = ok(&["tour"]);
+        assert!(
+            tour.contains("=== Next: Services and DNS (kube-proxy and node-local DNS) ===")
+                && tour.contains("Address: 10.233.0.10"),
+            "{tour}"
+        );
+        let no_port = lab(&["explain", "ubuntu-test", "web:81"]);
+        assert!(
+            String::from_utf8_lossy(&no_port.stderr).contains("Service default/web has no port 81"),
+            "{no_port:?}"
+        );
         let svc = ok(&["get", "svc"]);
         assert!(
             svc.contains("kubernetes   ClusterIP   10.233.0.1 ")

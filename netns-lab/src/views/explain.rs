@@ -111,6 +111,11 @@ fn masquerade_step(
 }
 
 pub fn explain(lab: &LabState, from: &str, to: &str) -> Result<String> {
+    if lab.pod(to).is_err() {
+        if let Some(s) = super::explain_service::explain_service(lab, from, to)? {
+            return Ok(s);
+        }
+    }
     let src_pod = lab.pod(from)?;
     let dst = resolve(lab, to)?;
     let inv = Inventory::read(lab);

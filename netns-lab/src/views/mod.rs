@@ -6,6 +6,7 @@ pub mod capture;
 mod checks;
 mod exec;
 mod explain;
+mod explain_service;
 mod get;
 mod graph;
 mod ifconfig;

@@ -1,4 +1,5 @@
-//! `tour`: the seed's three exercises replayed on the live lab. Each step runs a real command,
+//! `tour`: the seed's three exercises replayed on the live lab (and, after them, Services and
+//! DNS, what the seed says to study next). Each step runs a real command,
 //! shows its output, and says what to notice. English, or Korean with `--lang ko` (the seed's
 //! readers are Korean).
 
@@ -90,6 +91,20 @@ pub fn tour(lab: &LabState, lang: Lang) -> Result<()> {
             &["explain", "ubuntu-test", &host],
             "Where the masquerade happens: the rule of the node's nftables table `ip podnet` that matched, read from the kernel.",
             "masquerade 가 일어나는 곳: 커널에서 읽은 노드의 nftables 테이블 `ip podnet` 의 규칙입니다.",
+        ));
+    }
+    if !lab.scenario.services.is_empty() {
+        // What the seed tells its readers to study next: kube-proxy and the cluster's DNS.
+        exercises.push((
+            "Next: Services and DNS (kube-proxy and node-local DNS)",
+            "다음: 서비스와 DNS (kube-proxy 와 node-local DNS)",
+            vec![
+                step(&["get", "svc"], "The seed's nodes carry kube-ipvs0 with 10.233.0.1: the ClusterIP of the kubernetes Service (kube-proxy in IPVS mode puts every ClusterIP on that dummy device). Here it is, with web in front of the nginx pods.", "원문의 노드에는 10.233.0.1 을 가진 kube-ipvs0 가 있습니다. kubernetes 서비스의 ClusterIP 입니다 (IPVS 모드의 kube-proxy 는 모든 ClusterIP 를 이 dummy 장치에 둡니다). 여기 그 서비스와, nginx 파드 앞의 web 서비스가 있습니다."),
+                step(&["get", "endpoints"], "A Service's endpoints are the running pods its selector matches (kubernetes: the three control-plane nodes' API servers). Nobody has the ClusterIP itself.", "서비스의 엔드포인트는 셀렉터에 맞는 실행 중인 파드입니다 (kubernetes 는 컨트롤 플레인 노드 세 대의 API 서버). ClusterIP 자체를 가진 곳은 없습니다."),
+                step(&["exec", "ubuntu-test", "--", &me, "resolve", "web.default.svc.cluster.local", "--server", "169.254.25.10"], "The name resolves at 169.254.25.10, the node-local DNS (the seed's nodelocaldns device); no dummy device here: the address sits on the node's lo, and the pod reaches it through its default route.", "이름은 node-local DNS 인 169.254.25.10 에서 풀립니다 (원문의 nodelocaldns 장치). 여기에는 dummy 장치가 없어서 주소는 노드의 lo 에 있고, 파드는 기본 경로로 그곳에 닿습니다."),
+                step(&["exec", "ubuntu-test", "--", &me, "http-get", "http://10.233.0.10/"], "A request to the ClusterIP lands on one of the nginx pods.", "ClusterIP 로 보낸 요청이 nginx 파드 중 하나에 닿습니다."),
+                step(&["explain", "ubuntu-test", "web"], "How: this host has no IPVS, so the lab does what kube-proxy's nftables mode does. On the pod's node, a verdict map by address, protocol and port sends the packet to the Service's chain, which picks an endpoint at random and DNATs to it; conntrack keeps the choice for the connection. Then the packet takes the pod path of exercise 3.", "어떻게: 이 호스트에는 IPVS 가 없어서, 랩은 nftables 모드의 kube-proxy 처럼 합니다. 파드의 노드에서 주소·프로토콜·포트로 찾는 verdict map 이 패킷을 서비스 체인으로 보내고, 그 체인이 엔드포인트를 무작위로 골라 DNAT 합니다. conntrack 이 연결 동안 그 선택을 기억합니다. 그 다음은 실습 3 의 파드 경로와 같습니다."),
+            ],
         ));
     }
     if lab.bgp() {

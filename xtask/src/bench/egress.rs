@@ -8,12 +8,13 @@
 //!   replies, a route back to the pod on the fabric and the upstream router). Rounds alternate.
 
 use super::agent::{build, wait_registered, Backend};
+use super::seeded::{median, run_example};
 use super::stats::{ms, verdict, Stats};
-use crate::sh::{self, cargo, execute};
+use crate::sh;
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use podnet_ipam::{pools, DatastoreConfig, PoolSpec};
-use podnet_netlink::netns::{Netns, OwnedNetns};
+use podnet_netlink::netns::Netns;
 use podnet_netlink::nft::Nftables;
 use podnet_netlink::{Netlink, RouteSpec};
 use std::io::{Read, Write};
@@ -27,15 +28,8 @@ pub struct Args {
     /// Changes timed per pool count.
     #[arg(long, default_value_t = 50)]
     trials: usize,
-    /// Connections per round (each a connect, an HTTP GET and its answer).
-    #[arg(long, default_value_t = 2000)]
-    connections: usize,
-    /// Rounds of each kind (masqueraded, not), alternating.
-    #[arg(long, default_value_t = 3)]
-    rounds: usize,
-    /// Connections open at once.
-    #[arg(long, default_value_t = 4)]
-    parallel: usize,
+    #[command(flatten)]
+    load: super::seeded::Load,
 }
 
 /// The seed lab's defaults: the outside host, the fabric's end of the transit link, and the
@@ -45,21 +39,7 @@ const FABRIC_TRANSIT: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const POD: &str = "ubuntu-test";
 
 pub fn run(args: Args) -> Result<()> {
-    if !sh::is_root() {
-        bail!("bench egress makes namespaces and nftables tables in them: run it as root");
-    }
-    crate::deps::ensure_build()?;
-    crate::deps::ensure(&[&crate::deps::BIRD])?;
-    execute(cargo().args(["build", "--release", "-q", "--bins"]))?;
-    execute(cargo().args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "podnet-agent",
-        "--example",
-        "egress_apply",
-    ]))?;
+    super::seeded::prepare("egress", "podnet-agent", "egress_apply")?;
     let mut sync = Vec::new();
     for n in [1, 100] {
         sync.push((n, sync_alone(n, args.trials)?));
@@ -82,7 +62,7 @@ pub fn run(args: Args) -> Result<()> {
             ms(s.p99())
         );
     }
-    println!("\n== TCP connections/s from pod {POD} to {OUTSIDE_HOST}:80 ({} x {} per round, {} at once) ==", args.rounds, args.connections, args.parallel);
+    println!("\n== TCP connections/s from pod {POD} to {OUTSIDE_HOST}:80 ({} x {} per round, {} at once) ==", args.load.rounds, args.load.connections, args.load.parallel);
     let (nat, plain) = (median(&nat), median(&plain));
     println!("masqueraded (natOutgoing on): {nat:.0}/s");
     println!("no NAT (routed back):         {plain:.0}/s");
@@ -94,20 +74,9 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// The `egress_apply` example in a namespace of its own: (median, p99) in ms.
 fn sync_alone(pools: usize, trials: usize) -> Result<(f64, f64)> {
-    let ns = OwnedNetns::named(&format!("pnbe{}-sync{pools}", std::process::id()))?;
-    let mut cmd = Command::new(sh::root().join("target/release/examples/egress_apply"));
-    cmd.args([pools.to_string(), trials.to_string()]);
-    ns.enter_on_exec(&mut cmd)?;
-    let out = sh::output(&mut cmd)?;
-    let v: serde_json::Value = serde_json::from_str(out.trim()).context("egress_apply's JSON")?;
+    let v = run_example("egress_apply", &[pools.to_string(), trials.to_string()])?;
     let at = |k: &str| {
         v[k].as_f64()
             .map(|us| us / 1e3)
@@ -221,11 +190,11 @@ fn rounds(lab: &Path, args: &Args) -> Result<(Vec<f64>, Vec<f64>)> {
     let pod = Netns::open(ns_path(POD))?;
     let node_ns = Netns::open(ns_path(&node))?;
     let (mut nat, mut plain) = (Vec::new(), Vec::new());
-    for r in 0..args.rounds * 2 {
+    for r in 0..args.load.rounds * 2 {
         let masquerade = r % 2 == 0;
         pools::set_nat_outgoing(&*store, pool, masquerade)?;
         wait_nat(&node_ns, pool, masquerade, Duration::from_secs(5))?;
-        let rate = pod.run(|| burst(args.connections, args.parallel))??;
+        let rate = pod.run(|| burst(args.load.connections, args.load.parallel))??;
         eprintln!(
             "round {}: {} {rate:.0} conn/s",
             r + 1,
@@ -248,15 +217,20 @@ fn ns_path(name: &str) -> String {
 /// `count` connections to the outside host's port 80 from this thread's namespace,
 /// `parallel` at once: connections per second.
 fn burst(count: usize, parallel: usize) -> Result<f64> {
-    let addr = SocketAddr::from((OUTSIDE_HOST, 80));
+    burst_to(&[SocketAddr::from((OUTSIDE_HOST, 80))], count, parallel)
+}
+
+/// `count` connections from this thread's namespace, to `targets` in turn, `parallel` at
+/// once: connections per second.
+pub(super) fn burst_to(targets: &[SocketAddr], count: usize, parallel: usize) -> Result<f64> {
     let start = Instant::now();
     std::thread::scope(|s| -> Result<()> {
         let workers: Vec<_> = (0..parallel)
             .map(|w| {
                 let share = count / parallel + usize::from(w < count % parallel);
                 s.spawn(move || -> Result<()> {
-                    for _ in 0..share {
-                        get(addr)?;
+                    for i in 0..share {
+                        get(targets[(w + i) % targets.len()])?;
                     }
                     Ok(())
                 })
@@ -285,7 +259,7 @@ fn get(addr: SocketAddr) -> Result<()> {
 }
 
 /// The cell of a kubectl-style table in row `name`, column `header`.
-fn column(table: &str, name: &str, header: &str) -> Result<String> {
+pub(super) fn column(table: &str, name: &str, header: &str) -> Result<String> {
     let mut lines = table.lines();
     let heads: Vec<&str> = lines
         .next()

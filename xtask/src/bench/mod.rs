@@ -9,6 +9,8 @@ mod egress;
 mod etcd;
 mod ipam;
 mod lab;
+mod seeded;
+mod services;
 mod stats;
 
 use anyhow::Result;
@@ -33,6 +35,9 @@ enum What {
     /// natOutgoing: the agent's apply time (1, 100 pools) and TCP connections/s through the
     /// masquerade beside no NAT, from a pod of the seed lab (needs root).
     Egress(egress::Args),
+    /// ClusterIPs: conn/s to a Service beside its pods directly, and the proxy's update time
+    /// with 1,000 Services (needs root).
+    Services(services::Args),
     /// podnet vs ptp+host-local: per-pod ADD and DEL, sequential and 8-way (needs root).
     Cni(cni::Args),
 }
@@ -45,5 +50,6 @@ pub fn run(args: Args) -> Result<()> {
         What::Bgp(a) => bgp::run(a),
         What::Lab(a) => lab::run(a),
         What::Egress(a) => egress::run(a),
+        What::Services(a) => services::run(a),
     }
 }
