@@ -364,6 +364,50 @@ fn a_service_map_dnats_to_every_endpoint_and_reads_back() {
         .unwrap()
         .unwrap();
     assert_eq!(back.map(Table::sorted), Some(want.clone().sorted()));
+
+    // Only the differences: endpoint 2 goes (its chain, its map element), the pick is mod 2,
+    // a second Service comes; the result is exactly the new table.
+    let mut fewer = want.clone();
+    fewer.chains.retain(|c| c.name != "ep-web-2");
+    let pick = fewer
+        .chains
+        .iter_mut()
+        .find(|c| c.name == "svc-web")
+        .unwrap();
+    pick.rules = vec![Rule {
+        exprs: Expr::pick_random(2, "svc-web-eps").to_vec(),
+    }];
+    fewer.maps[1] = Map::new(
+        "svc-web-eps",
+        MapKey::Index,
+        (0..2).map(|i| (Map::index_key(i), Verdict::Goto(format!("ep-web-{i}")))),
+    );
+    fewer.maps[0] = Map::new(
+        "services",
+        MapKey::AddrProtoPort,
+        [80u16, 8080].map(|p| {
+            (
+                Map::service_key("10.96.0.1".parse().unwrap(), 6, p),
+                Verdict::Goto("svc-web".into()),
+            )
+        }),
+    );
+    let (old, new) = (want.clone(), fewer.clone());
+    let (synced, back) = client
+        .run(move || -> podnet_netlink::Result<_> {
+            let mut nf = Nftables::open()?;
+            Ok((nf.update(&old, &new)?, nf.read("services")?))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(synced, podnet_netlink::nft::Synced::Replaced);
+    assert_eq!(back.map(Table::sorted), Some(fewer.clone().sorted()));
+    // Back to the first table the same way, for the traffic below.
+    let (old, new) = (fewer, want.clone());
+    client
+        .run(move || Nftables::open()?.update(&old, &new))
+        .unwrap()
+        .unwrap();
     let listed = nft(&client, &["list", "table", "ip", "services"]);
     for words in [
         "ip daddr . meta l4proto . th dport vmap @services",

@@ -1,11 +1,13 @@
 //! The lab's per-node service proxy (`podnet-lab proxy --node NAME`, started by `up` in each
 //! node's namespace): reads the Services from the lab's datastore, as kube-proxy reads them
 //! from the API server, and keeps the node's table `ip podnet-proxy` in line
-//! (`podnet_proxy`), on every change and once a second (which also undoes edits by hand).
+//! (`podnet_proxy`): a change as the differences at once, and a full check once a quiet
+//! second (which also undoes edits by hand).
 
 use crate::state::LabState;
 use anyhow::{Context, Result};
 use podnet_ipam::services::{self, ServiceRecord, SERVICES};
+use podnet_ipam::store::WatchBatch;
 use podnet_netlink::nft::Synced;
 use podnet_proxy::sync::Proxy;
 use podnet_proxy::{Endpoint, Protocol, Service, ServicePort};
@@ -44,10 +46,18 @@ pub fn run(lab: &LabState, node: &str) -> Result<()> {
         .context("open the lab's datastore")?;
     let mut proxy = Proxy::open()?;
     let mut watch = store.watch(SERVICES, store.revision()?)?;
+    // The first pass reads the kernel's table back; a change is then written as the
+    // differences; a quiet second reads back again (and undoes edits by hand).
+    let mut changed = false;
     loop {
         let records = services::list(&*store)?;
         let wanted: Vec<Service> = records.iter().filter_map(to_proxy).collect();
-        match proxy.sync(&wanted) {
+        let synced = if changed {
+            proxy.sync(&wanted)
+        } else {
+            proxy.verify(&wanted)
+        };
+        match synced {
             Ok(Synced::Replaced) => eprintln!(
                 "proxy {node}: table ip podnet-proxy written ({} Services)",
                 wanted.len()
@@ -55,11 +65,15 @@ pub fn run(lab: &LabState, node: &str) -> Result<()> {
             Ok(_) => {}
             Err(e) => eprintln!("proxy {node}: {e}"),
         }
-        // A change wakes the loop at once; a quiet second resyncs anyway.
-        if let Err(e) = watch.next(Duration::from_secs(1)) {
-            eprintln!("proxy {node}: watch the Services: {e}");
-            std::thread::sleep(Duration::from_secs(1));
-            watch = store.watch(SERVICES, store.revision()?)?;
-        }
+        changed = match watch.next(Duration::from_secs(1)) {
+            Ok(WatchBatch::Events(events)) => !events.is_empty(),
+            Ok(WatchBatch::Compacted) => true,
+            Err(e) => {
+                eprintln!("proxy {node}: watch the Services: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+                watch = store.watch(SERVICES, store.revision()?)?;
+                false
+            }
+        };
     }
 }

@@ -1,5 +1,6 @@
-//! Making the kernel match: the node's table `ip podnet-proxy`, read back and replaced whole
-//! in one batch when it differs from [`crate::rules::desired`]. No other table is touched.
+//! Making the kernel match: the node's table `ip podnet-proxy` kept equal to
+//! [`crate::rules::desired`], by the differences from what was last written, or read back and
+//! replaced whole. No other table is touched.
 
 use crate::model::Service;
 use crate::rules::{desired, TABLE};
@@ -14,9 +15,10 @@ pub enum Error {
     },
 }
 
-/// The node's nftables socket, for the proxy's table.
+/// The node's nftables socket, for the proxy's table, and what it last wrote there.
 pub struct Proxy {
     nft: Nftables,
+    last: Option<Table>,
 }
 
 impl Proxy {
@@ -26,17 +28,36 @@ impl Proxy {
             action: "open an nftables socket",
             source,
         })?;
-        Ok(Proxy { nft })
+        Ok(Proxy { nft, last: None })
     }
 
-    /// Brings table `ip podnet-proxy` in line with `services`.
+    /// Brings table `ip podnet-proxy` in line with `services`: only the differences from what
+    /// it last wrote (one Service changed among thousands is a small batch, as kube-proxy
+    /// does it); the first time, or when the kernel's table is not what it wrote, by reading
+    /// it back and replacing it whole.
     pub fn sync(&mut self, services: &[Service]) -> Result<Synced, Error> {
-        self.nft
-            .sync(TABLE, Some(&desired(services)))
-            .map_err(|source| Error::Netlink {
-                action: "sync nftables table ip podnet-proxy",
-                source,
-            })
+        let want = desired(services);
+        let done = match self.last.take() {
+            Some(last) if last == want => Ok(Synced::Unchanged),
+            Some(last) => self
+                .nft
+                .update(&last, &want)
+                .or_else(|_| self.nft.sync(TABLE, Some(&want))),
+            None => self.nft.sync(TABLE, Some(&want)),
+        };
+        let done = done.map_err(|source| Error::Netlink {
+            action: "sync nftables table ip podnet-proxy",
+            source,
+        })?;
+        self.last = Some(want);
+        Ok(done)
+    }
+
+    /// Reads the kernel's table back and replaces it whole if it is not `services`' (undoing
+    /// changes made by hand).
+    pub fn verify(&mut self, services: &[Service]) -> Result<Synced, Error> {
+        self.last = None;
+        self.sync(services)
     }
 
     /// The kernel's copy of the table.
@@ -49,6 +70,7 @@ impl Proxy {
 
     /// Removes the table (the node stops serving ClusterIPs).
     pub fn remove(&mut self) -> Result<Synced, Error> {
+        self.last = None;
         self.nft.sync(TABLE, None).map_err(|source| Error::Netlink {
             action: "remove nftables table ip podnet-proxy",
             source,

@@ -95,11 +95,12 @@ fn clusterip_spreads_over_endpoints_follows_changes_and_refuses_without_any() {
     let web = service("web", "10.96.0.10", &ENDPOINTS);
     let empty = service("empty", "10.96.0.11", &[]);
     let services = vec![web.clone(), empty.clone()];
+    // One proxy throughout (its socket stays in the node's namespace), as the lab runs it.
+    let mut proxy = node.run(Proxy::open).unwrap().unwrap();
     let synced = node
-        .run(move || {
-            let mut p = Proxy::open().unwrap();
-            let first = p.sync(&services).unwrap();
-            (first, p.sync(&services).unwrap())
+        .run(|| {
+            let first = proxy.sync(&services).unwrap();
+            (first, proxy.verify(&services).unwrap())
         })
         .unwrap();
     assert_eq!(
@@ -127,17 +128,33 @@ fn clusterip_spreads_over_endpoints_follows_changes_and_refuses_without_any() {
         Err(ErrorKind::ConnectionRefused)
     );
 
-    // An endpoint goes away: new connections never reach it.
-    let fewer = vec![service("web", "10.96.0.10", &ENDPOINTS[..2]), empty];
-    let synced = node
-        .run(move || Proxy::open().unwrap().sync(&fewer).unwrap())
+    // An endpoint goes away, a Service comes, the empty one goes: written as differences,
+    // and the kernel's table is then exactly what a whole write would have made.
+    let fewer = vec![
+        service("web", "10.96.0.10", &ENDPOINTS[..2]),
+        service("new", "10.96.0.12", &ENDPOINTS[2..]),
+    ];
+    let (synced, back) = node
+        .run(|| (proxy.sync(&fewer).unwrap(), proxy.read().unwrap()))
         .unwrap();
     assert_eq!(synced, Synced::Replaced);
+    assert_eq!(
+        back.map(podnet_netlink::nft::Table::sorted),
+        Some(podnet_proxy::rules::desired(&fewer).sorted())
+    );
     let now = reached(&node, "10.96.0.10", 60);
     assert_eq!(now, ENDPOINTS[..2].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        reached(&node, "10.96.0.12", 5),
+        BTreeSet::from([ENDPOINTS[2].to_string()])
+    );
+    let verified = node.run(|| proxy.verify(&fewer).unwrap()).unwrap();
+    assert_eq!(
+        verified,
+        Synced::Unchanged,
+        "the differences left nothing to fix"
+    );
 
-    let removed = node
-        .run(|| Proxy::open().unwrap().remove().unwrap())
-        .unwrap();
+    let removed = node.run(|| proxy.remove().unwrap()).unwrap();
     assert_eq!(removed, Synced::Deleted);
 }

@@ -186,7 +186,7 @@ pub enum Field {
     Mark,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Verdict {
     Accept,
     Drop,

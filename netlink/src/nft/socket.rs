@@ -18,6 +18,7 @@ use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
 };
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
+use std::os::fd::AsRawFd;
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 
@@ -26,6 +27,8 @@ pub struct Nftables {
     socket: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// The socket buffer sizes set so far (option -> bytes).
+    sized: std::collections::HashMap<libc::c_int, usize>,
 }
 
 /// Whether a batch is committed or only checked by the kernel and thrown away.
@@ -39,10 +42,13 @@ impl Nftables {
     pub fn open() -> Result<Nftables> {
         let socket = open_socket()?;
         let _ = socket.set_ext_ack(true);
+        // Acks without a copy of the request: a big batch's answers fit the receive buffer.
+        let _ = socket.set_cap_ack(true);
         Ok(Nftables {
             socket,
             seq: 0,
             buf: vec![0; 256 * 1024],
+            sized: Default::default(),
         })
     }
 
@@ -71,6 +77,25 @@ impl Nftables {
             (Some(w), Some(h)) if w.clone().sorted() == h.clone().sorted() => Ok(Synced::Unchanged),
             (Some(w), _) => {
                 self.replace(w)?;
+                Ok(Synced::Replaced)
+            }
+        }
+    }
+
+    /// Turns the kernel's table from `old` (what the caller last wrote) into `new` with only
+    /// the differences, in one transaction (see [`wire::update`]); a whole replace when only
+    /// that will do. A kernel that no longer holds `old` refuses the batch and nothing
+    /// changes: the caller then replaces the table whole.
+    pub fn update(&mut self, old: &Table, new: &Table) -> Result<Synced> {
+        match wire::update(old, new) {
+            Some(msgs) if msgs.is_empty() => Ok(Synced::Unchanged),
+            Some(msgs) => {
+                let action = format!("update nftables table ip {}", new.name);
+                self.transaction(&action, msgs, Commit::Yes)?;
+                Ok(Synced::Replaced)
+            }
+            None => {
+                self.replace(new)?;
                 Ok(Synced::Replaced)
             }
         }
@@ -122,7 +147,11 @@ impl Nftables {
             let what = describe(&m);
             let flags = match m {
                 NfTablesMessage::NewRule(_) => NLM_F_CREATE | NLM_F_APPEND,
-                NfTablesMessage::DeleteTable(_) => 0,
+                NfTablesMessage::DeleteTable(_)
+                | NfTablesMessage::DeleteChain(_)
+                | NfTablesMessage::DeleteRule(_)
+                | NfTablesMessage::DeleteSet(_)
+                | NfTablesMessage::DeleteSetElement(_) => 0,
                 _ => NLM_F_CREATE,
             };
             let seq = self.push(&mut out, ipv4(m), NLM_F_ACK | flags);
@@ -131,6 +160,10 @@ impl Nftables {
         if commit == Commit::Yes {
             self.push(&mut out, control(false), 0);
         }
+        self.fit_buffers(out.len(), pending.len())
+            .map_err(Error::io(format!(
+                "{action}: size the socket for the batch"
+            )))?;
         self.socket
             .send(&out, 0)
             .map_err(Error::io(format!("{action}: send the batch")))?;
@@ -160,6 +193,43 @@ impl Nftables {
                 errno,
             }),
         }
+    }
+
+    /// Makes room for a batch of `bytes` and the `answers` it gets back: a batch goes in one
+    /// datagram, which the send buffer must hold, and every answer is queued before the first
+    /// is read, which the receive buffer must hold (an overflowing one drops answers). As
+    /// root (CAP_NET_ADMIN) the buffers may exceed the system's defaults (`*BUFFORCE`), as
+    /// nft does for big rule sets.
+    fn fit_buffers(&mut self, bytes: usize, answers: usize) -> std::io::Result<()> {
+        const DEFAULT: usize = 208 * 1024;
+        let send = bytes + 64 * 1024;
+        // An answer is a small nlmsgerr, but the buffer counts each one's whole allocation.
+        let receive = answers * 1024 + 64 * 1024;
+        for (option, want) in [
+            (libc::SO_SNDBUFFORCE, send),
+            (libc::SO_RCVBUFFORCE, receive),
+        ] {
+            if want <= DEFAULT || want <= self.sized.get(&option).copied().unwrap_or(0) {
+                continue;
+            }
+            let size = libc::c_int::try_from(want).unwrap_or(libc::c_int::MAX);
+            // SAFETY: setsockopt on this socket's own descriptor with a pointer to an int that
+            // lives across the call and its exact size.
+            let rc = unsafe {
+                libc::setsockopt(
+                    self.socket.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    option,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            self.sized.insert(option, want);
+        }
+        Ok(())
     }
 
     /// Table `ip <name>` as the kernel holds it, or `None`. Read in several dumps, retried if

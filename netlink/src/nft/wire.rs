@@ -3,6 +3,7 @@
 //! expressions inside rules are [`super::expr_wire`]'s).
 
 use super::expr_wire;
+use super::map::Map;
 use super::model::{BaseChain, Chain, ChainKind, HookPoint, Rule, Set, Table, Verdict};
 use netlink_packet_core::NlasIterator;
 use netlink_packet_netfilter::nftables::{
@@ -31,95 +32,281 @@ pub fn create(t: &Table) -> Vec<NfTablesMessage> {
     let mut out = vec![NfTablesMessage::NewTable(TableMessage {
         attributes: vec![TableAttribute::Name(t.name.clone())],
     })];
-    let new_set = |name: &str, attributes: Vec<SetAttribute>| {
-        let mut a = vec![
-            SetAttribute::Table(t.name.clone()),
-            SetAttribute::Name(name.into()),
-        ];
-        a.extend(attributes);
-        NfTablesMessage::NewSet(SetMessage { attributes: a })
-    };
-    let elements = |name: &str, id: u32, elements: &[ListAttribute<SetElementAttribute>]| {
-        NfTablesMessage::NewSetElement(SetElementMessage {
-            attributes: vec![
-                SetElementList::Table(t.name.clone()),
-                SetElementList::Set(name.into()),
-                SetElementList::SetId(id),
-                SetElementList::Elements(elements.to_vec()),
-            ],
-        })
-    };
     let mut id = 0;
     for s in &t.sets {
         id += 1;
-        out.push(new_set(
-            &s.name,
-            vec![
-                SetAttribute::Flags(SetFlags::Interval),
-                SetAttribute::KeyType(KEY_TYPE_IPV4),
-                SetAttribute::KeyLen(4),
-                SetAttribute::Id(id),
-            ],
-        ));
-        // An attribute's length is 16 bits: a big set goes in several messages (as nft does).
-        for chunk in set_elements(s).chunks(ELEMENTS_PER_MESSAGE) {
-            out.push(elements(&s.name, id, chunk));
-        }
+        out.extend(new_set(t, s, id));
     }
-    for c in &t.chains {
-        let mut attributes = vec![
-            ChainAttribute::Table(t.name.clone()),
-            ChainAttribute::Name(c.name.clone()),
-        ];
-        if let Some(b) = c.base {
-            attributes.push(ChainAttribute::Hook(vec![
-                Hook::Number(HookNumber::Inet(hook_number(b.hook))),
-                Hook::Priority(b.priority as u32),
-            ]));
-            attributes.push(ChainAttribute::Type(b.kind.as_str().into()));
-            attributes.push(ChainAttribute::Policy(POLICY_ACCEPT));
-        }
-        out.push(NfTablesMessage::NewChain(ChainMessage { attributes }));
-    }
+    out.extend(t.chains.iter().map(|c| new_chain(t, c)));
     for m in &t.maps {
         id += 1;
-        out.push(new_set(
-            &m.name,
-            vec![
-                SetAttribute::Flags(SetFlags::Map),
-                SetAttribute::KeyType(m.key.type_id()),
-                SetAttribute::KeyLen(m.key.key_len()),
-                SetAttribute::DataType(DATA_TYPE_VERDICT),
-                SetAttribute::DataLen(0),
-                SetAttribute::Id(id),
-            ],
-        ));
-        let all: Vec<_> = m
-            .elements()
-            .iter()
-            .map(|(k, v)| {
-                ListAttribute::Element(vec![
-                    SetElementAttribute::Key(DataAttribute::Value(k.clone())),
-                    SetElementAttribute::Data(expr_wire::verdict_data(v)),
-                ])
-            })
-            .collect();
-        for chunk in all.chunks(MAP_ELEMENTS_PER_MESSAGE) {
-            out.push(elements(&m.name, id, chunk));
-        }
+        out.push(new_map(t, m, id));
+        out.extend(map_elements(t, &m.name, m.elements(), true));
     }
     for c in &t.chains {
-        for r in &c.rules {
-            out.push(NfTablesMessage::NewRule(RuleMessage {
+        out.extend(new_rules(t, c));
+    }
+    out
+}
+
+/// The messages that turn `old` (what the kernel holds) into `new` in one batch, touching only
+/// what differs: sets refilled, map elements deleted and added, chains whose rules changed
+/// flushed and refilled, chains and maps no longer wanted removed, in an order where nothing
+/// is removed while named and nothing named before it exists. `None` when only a whole
+/// replace will do (a base chain's hook, priority or type changed, or a map's key kind).
+pub fn update(old: &Table, new: &Table) -> Option<Vec<NfTablesMessage>> {
+    use std::collections::{HashMap, HashSet};
+    // Indexes: a table of thousands of chains is compared by name, not by scanning.
+    let old_chains: HashMap<&str, &Chain> =
+        old.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    let new_chains: HashSet<&str> = new.chains.iter().map(|c| c.name.as_str()).collect();
+    let mut out = Vec::new();
+    let mut id = 0;
+    for s in &new.sets {
+        match old.set(&s.name) {
+            None => {
+                id += 1;
+                out.extend(new_set(new, s, id));
+            }
+            Some(o) if o != s => {
+                out.push(flush_elements(new, &s.name));
+                out.extend(set_element_messages(new, &s.name, None, &set_elements(s)));
+            }
+            Some(_) => {}
+        }
+    }
+    for c in &new.chains {
+        match old_chains.get(c.name.as_str()) {
+            None => out.push(new_chain(new, c)),
+            Some(o) if o.base != c.base => return None,
+            Some(_) => {}
+        }
+    }
+    for m in &new.maps {
+        match old.map(&m.name) {
+            None => {
+                id += 1;
+                out.push(new_map(new, m, id));
+                out.extend(map_elements(new, &m.name, m.elements(), true));
+            }
+            Some(o) if o.key != m.key => return None,
+            Some(o) => {
+                let was: HashSet<_> = o.elements().iter().collect();
+                let is: HashSet<_> = m.elements().iter().collect();
+                let gone: Vec<_> = o
+                    .elements()
+                    .iter()
+                    .filter(|e| !is.contains(e))
+                    .cloned()
+                    .collect();
+                let added: Vec<_> = m
+                    .elements()
+                    .iter()
+                    .filter(|e| !was.contains(e))
+                    .cloned()
+                    .collect();
+                out.extend(map_elements(new, &m.name, &gone, false));
+                out.extend(map_elements(new, &m.name, &added, true));
+            }
+        }
+    }
+    for m in &old.maps {
+        if new.map(&m.name).is_none() {
+            // Its elements name chains that may go below: empty it first.
+            out.extend(map_elements(old, &m.name, m.elements(), false));
+        }
+    }
+    for c in &new.chains {
+        match old_chains.get(c.name.as_str()) {
+            Some(o) if o.rules == c.rules => {}
+            Some(_) => {
+                out.push(flush_chain(new, &c.name));
+                out.extend(new_rules(new, c));
+            }
+            None => out.extend(new_rules(new, c)),
+        }
+    }
+    let removed: Vec<&Chain> = old
+        .chains
+        .iter()
+        .filter(|c| !new_chains.contains(c.name.as_str()))
+        .collect();
+    // Rules of removed chains may jump to one another: flush them all before deleting any.
+    out.extend(removed.iter().map(|c| flush_chain(old, &c.name)));
+    out.extend(removed.iter().map(|c| {
+        NfTablesMessage::DeleteChain(ChainMessage {
+            attributes: vec![
+                ChainAttribute::Table(old.name.clone()),
+                ChainAttribute::Name(c.name.clone()),
+            ],
+        })
+    }));
+    let names = |t: &Table| -> Vec<String> {
+        t.sets
+            .iter()
+            .map(|s| s.name.clone())
+            .chain(t.maps.iter().map(|m| m.name.clone()))
+            .collect()
+    };
+    let wanted = names(new);
+    for gone in names(old).into_iter().filter(|n| !wanted.contains(n)) {
+        out.push(NfTablesMessage::DeleteSet(SetMessage {
+            attributes: vec![
+                SetAttribute::Table(old.name.clone()),
+                SetAttribute::Name(gone),
+            ],
+        }));
+    }
+    Some(out)
+}
+
+fn set_message(t: &Table, name: &str, attributes: Vec<SetAttribute>) -> NfTablesMessage {
+    let mut a = vec![
+        SetAttribute::Table(t.name.clone()),
+        SetAttribute::Name(name.into()),
+    ];
+    a.extend(attributes);
+    NfTablesMessage::NewSet(SetMessage { attributes: a })
+}
+
+/// A set and its elements. An attribute's length is 16 bits: a big set goes in several
+/// messages (as nft does).
+fn new_set(t: &Table, s: &Set, id: u32) -> Vec<NfTablesMessage> {
+    let mut out = vec![set_message(
+        t,
+        &s.name,
+        vec![
+            SetAttribute::Flags(SetFlags::Interval),
+            SetAttribute::KeyType(KEY_TYPE_IPV4),
+            SetAttribute::KeyLen(4),
+            SetAttribute::Id(id),
+        ],
+    )];
+    out.extend(set_element_messages(t, &s.name, Some(id), &set_elements(s)));
+    out
+}
+
+fn new_map(t: &Table, m: &Map, id: u32) -> NfTablesMessage {
+    set_message(
+        t,
+        &m.name,
+        vec![
+            SetAttribute::Flags(SetFlags::Map),
+            SetAttribute::KeyType(m.key.type_id()),
+            SetAttribute::KeyLen(m.key.key_len()),
+            SetAttribute::DataType(DATA_TYPE_VERDICT),
+            SetAttribute::DataLen(0),
+            SetAttribute::Id(id),
+        ],
+    )
+}
+
+/// Elements added to (or, `add` false, deleted from) a set or map, in chunks.
+fn set_element_messages(
+    t: &Table,
+    name: &str,
+    id: Option<u32>,
+    elements: &[ListAttribute<SetElementAttribute>],
+) -> Vec<NfTablesMessage> {
+    element_chunks(t, name, id, elements, ELEMENTS_PER_MESSAGE, true)
+}
+
+fn element_chunks(
+    t: &Table,
+    name: &str,
+    id: Option<u32>,
+    elements: &[ListAttribute<SetElementAttribute>],
+    per_message: usize,
+    add: bool,
+) -> Vec<NfTablesMessage> {
+    elements
+        .chunks(per_message)
+        .map(|chunk| {
+            let mut attributes = vec![
+                SetElementList::Table(t.name.clone()),
+                SetElementList::Set(name.into()),
+            ];
+            attributes.extend(id.map(SetElementList::SetId));
+            attributes.push(SetElementList::Elements(chunk.to_vec()));
+            let m = SetElementMessage { attributes };
+            if add {
+                NfTablesMessage::NewSetElement(m)
+            } else {
+                NfTablesMessage::DeleteSetElement(m)
+            }
+        })
+        .collect()
+}
+
+/// A map's elements added (or deleted: the key is enough).
+fn map_elements(
+    t: &Table,
+    name: &str,
+    elements: &[(Vec<u8>, Verdict)],
+    add: bool,
+) -> Vec<NfTablesMessage> {
+    let list: Vec<_> = elements
+        .iter()
+        .map(|(k, v)| {
+            let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(k.clone()))];
+            if add {
+                attrs.push(SetElementAttribute::Data(expr_wire::verdict_data(v)));
+            }
+            ListAttribute::Element(attrs)
+        })
+        .collect();
+    element_chunks(t, name, None, &list, MAP_ELEMENTS_PER_MESSAGE, add)
+}
+
+/// Every element of a set deleted (a delete without elements flushes it).
+fn flush_elements(t: &Table, name: &str) -> NfTablesMessage {
+    NfTablesMessage::DeleteSetElement(SetElementMessage {
+        attributes: vec![
+            SetElementList::Table(t.name.clone()),
+            SetElementList::Set(name.into()),
+        ],
+    })
+}
+
+fn new_chain(t: &Table, c: &Chain) -> NfTablesMessage {
+    let mut attributes = vec![
+        ChainAttribute::Table(t.name.clone()),
+        ChainAttribute::Name(c.name.clone()),
+    ];
+    if let Some(b) = c.base {
+        attributes.push(ChainAttribute::Hook(vec![
+            Hook::Number(HookNumber::Inet(hook_number(b.hook))),
+            Hook::Priority(b.priority as u32),
+        ]));
+        attributes.push(ChainAttribute::Type(b.kind.as_str().into()));
+        attributes.push(ChainAttribute::Policy(POLICY_ACCEPT));
+    }
+    NfTablesMessage::NewChain(ChainMessage { attributes })
+}
+
+fn new_rules(t: &Table, c: &Chain) -> Vec<NfTablesMessage> {
+    c.rules
+        .iter()
+        .map(|r| {
+            NfTablesMessage::NewRule(RuleMessage {
                 attributes: vec![
                     RuleAttribute::Table(t.name.clone()),
                     RuleAttribute::Chain(c.name.clone()),
                     RuleAttribute::Expressions(r.exprs.iter().map(expr_wire::encode).collect()),
                 ],
-            }));
-        }
-    }
-    out
+            })
+        })
+        .collect()
+}
+
+/// Every rule of a chain deleted (a rule delete without a handle flushes the chain).
+fn flush_chain(t: &Table, chain: &str) -> NfTablesMessage {
+    NfTablesMessage::DeleteRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(t.name.clone()),
+            RuleAttribute::Chain(chain.into()),
+        ],
+    })
 }
 
 /// An interval set's elements as the kernel stores them: each range's start, and its end
