@@ -1,6 +1,7 @@
 //! `podnet-lab`: the seed's cluster (or any scenario) built from network namespaces on one
 //! machine, driven by the real podnet binaries, and the commands to look at it.
 
+mod apply;
 mod cluster_dns;
 mod dns;
 mod down;
@@ -79,6 +80,21 @@ enum Cmd {
         what: String,
         #[arg(short, long)]
         output: Option<String>,
+    },
+    /// Add or change Services on the running lab, as `kubectl apply -f` (the nodes' proxies
+    /// and DNS follow within a second).
+    Apply {
+        /// A YAML file of Service manifests (`---` between documents).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Remove a Service or a pod from the running lab (`delete svc web`, `delete pod web-0`).
+    Delete {
+        #[arg(value_parser = ["svc", "service", "services", "pod", "pods"])]
+        what: String,
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
     },
     /// Run a command in a pod (in a container's namespaces).
     Exec {
@@ -301,6 +317,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if !quiet {
                 views::next_steps(&l);
             }
+        }
+        Cmd::Apply { file } => {
+            let mut l = LabState::current(lab)?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("read {}", file.display()))?;
+            for line in apply::apply(&mut l, &text)? {
+                println!("{line}");
+            }
+        }
+        Cmd::Delete {
+            what,
+            name,
+            namespace,
+        } => {
+            let mut l = LabState::current(lab)?;
+            let said = if what.starts_with("pod") {
+                if namespace != "default" && l.pod(&name).is_ok_and(|p| p.namespace != namespace) {
+                    bail!("pods \"{name}\" not found in namespace {namespace}");
+                }
+                apply::delete_pod(&mut l, &runtime::Binaries::find()?, &name)?
+            } else {
+                apply::delete_service(&mut l, &namespace, &name)?
+            };
+            println!("{said}");
         }
         Cmd::Proxy { node } => {
             let l = LabState::current(lab)?;

@@ -9,7 +9,7 @@ use crate::runtime::Binaries;
 use crate::services::{record, settle, RunningPod};
 use crate::state::LabState;
 use anyhow::{bail, Context, Result};
-use podnet_ipam::services::{self, ServiceRecord};
+use podnet_ipam::services::ServiceRecord;
 use podnet_netlink::netns::Netns;
 use podnet_netlink::nft::Nftables;
 use std::net::Ipv4Addr;
@@ -56,14 +56,8 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
     if lab.scenario.services.is_empty() {
         return Ok(());
     }
+    crate::apply::store_services(lab)?;
     let records = records(lab)?;
-    let stored = records.clone();
-    lab.with_store(move |s| -> Result<()> {
-        for r in &stored {
-            services::put(s, r)?;
-        }
-        Ok(())
-    })??;
     // What to run where: (node, arguments, log file).
     let mut daemons: Vec<(String, Vec<String>, String)> = Vec::new();
     // The API server's stand-in answers HTTP on the kubernetes Service's target port.

@@ -11,6 +11,23 @@ mod common;
 use common::{lab, ok, LAB};
 
 /// The host namespace's interfaces, addresses, routes and forwarding sysctls.
+/// ubuntu-test asks the node-local DNS for web2, the Service the test applies.
+const WEB2_FROM_POD: [&str; 8] = [
+    "exec",
+    "ubuntu-test",
+    "--",
+    LAB,
+    "resolve",
+    "web2.default.svc.cluster.local",
+    "--server",
+    "169.254.25.10",
+];
+
+/// An HTTP GET from ubuntu-test.
+fn http_from_pod(url: &str) -> String {
+    ok(&["exec", "ubuntu-test", "--", LAB, "http-get", url])
+}
+
 fn host_snapshot() -> String {
     let mut nl = Netlink::open().unwrap();
     let mut s = String::new();
@@ -134,8 +151,10 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             "203.0.113.10",
         ]);
         assert!(ping.contains("2 received"), "{ping}");
+        // Eight frames: the outside host may still be retrying its answers to the test's
+        // unmasqueraded tries of a moment ago (natOutgoing off), which the capture sees too.
         let seen = std::thread::spawn(|| {
-            ok(&["capture", "internet", "eth0", "-c", "2", "--timeout", "10"])
+            ok(&["capture", "internet", "eth0", "-c", "8", "--timeout", "10"])
         });
         std::thread::sleep(std::time::Duration::from_millis(700));
         ok(&[
@@ -144,7 +163,9 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             "--",
             "ping",
             "-c",
-            "2",
+            "6",
+            "-i",
+            "0.2",
             "203.0.113.10",
         ]);
         let seen = seen.join().unwrap();
@@ -249,6 +270,51 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             String::from_utf8_lossy(&no_port.stderr).contains("Service default/web has no port 81"),
             "{no_port:?}"
         );
+        // Changing the running lab: a Service applied, refused, deleted; a pod deleted.
+        for check in [
+            "PASS  1 s after endpoint 10.233.99.2 (web-0) leaves Service web, no new connection reaches it",
+            "PASS  endpoint 10.233.99.2 (web-0) back in Service web: it serves again",
+        ] {
+            assert!(report.contains(check), "{check}:\n{report}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("svc.yaml");
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: web2}\nspec:\n  selector: {app: web}\n  ports: [{port: 8080, targetPort: 80}]\n").unwrap();
+        let said = ok(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(said.contains("service/web2 created"), "{said}");
+        std::thread::sleep(Duration::from_millis(1200));
+        let named = ok(&WEB2_FROM_POD);
+        let ip = named
+            .lines()
+            .find_map(|l| l.strip_prefix("Address: "))
+            .unwrap_or_else(|| panic!("web2 resolves: {named}"))
+            .to_string();
+        let page = http_from_pod(&format!("http://{ip}:8080/"));
+        assert!(
+            page.contains("Welcome to nginx!"),
+            "through the new ClusterIP: {page}"
+        );
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: web3}\nspec: {clusterIP: 10.0.0.1, ports: [{port: 80}]}\n").unwrap();
+        let refused = lab(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(
+            !refused.status.success()
+                && String::from_utf8_lossy(&refused.stderr)
+                    .contains("outside the service range 10.233.0.0/18"),
+            "{refused:?}"
+        );
+        assert!(
+            !ok(&["get", "svc"]).contains("web3"),
+            "nothing half-applied"
+        );
+        assert!(ok(&["delete", "svc", "web2"]).contains("service \"web2\" deleted"));
+        std::thread::sleep(Duration::from_millis(1200));
+        let gone = lab(&WEB2_FROM_POD);
+        assert!(
+            String::from_utf8_lossy(&gone.stderr).contains("NXDOMAIN"),
+            "{gone:?}"
+        );
+        assert!(ok(&["delete", "pod", "sleeper"]).contains("pod \"sleeper\" deleted"));
+        assert!(!ok(&["get", "pods"]).contains("sleeper"));
         let svc = ok(&["get", "svc"]);
         assert!(
             svc.contains("kubernetes   ClusterIP   10.233.0.1 ")
@@ -262,14 +328,7 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
                 && ep.contains("10.233.78.1:80,10.233.99.2:80"),
             "{ep}"
         );
-        let page = ok(&[
-            "exec",
-            "ubuntu-test",
-            "--",
-            LAB,
-            "http-get",
-            "http://10.233.0.10/",
-        ]);
+        let page = http_from_pod("http://10.233.0.10/");
         assert!(page.contains("Welcome to nginx!"), "{page}");
         let pods = ok(&["get", "pods", "-o", "wide"]);
         assert!(

@@ -41,6 +41,76 @@ pub fn run(t: &mut Checks, lab: &LabState) -> Result<()> {
         };
         hairpin(t, &pod.name, s)?;
     }
+    let pod_backed = served.iter().find(|s| {
+        s.endpoints.len() >= 2 && s.endpoints.iter().all(|ip| pod_at(lab, *ip).is_some())
+    });
+    if let (Some(s), Some(client)) = (pod_backed, lab.pods.first()) {
+        endpoint_goes_away(t, lab, &client.name, s)?;
+    }
+    Ok(())
+}
+
+/// The pod whose address `ip` is.
+fn pod_at(lab: &LabState, ip: Ipv4Addr) -> Option<String> {
+    lab.pods
+        .iter()
+        .find(|p| p.ip().is_some_and(|a| a == ip.to_string()))
+        .map(|p| p.name.clone())
+}
+
+/// An endpoint leaves the Service (as when its pod stops being ready): after 1 s no new
+/// connection reaches it; put back, it serves again.
+fn endpoint_goes_away(
+    t: &mut Checks,
+    lab: &LabState,
+    client: &str,
+    s: &ServiceRecord,
+) -> Result<()> {
+    let Some(url) = url(s) else { return Ok(()) };
+    let gone = *s.endpoints.last().expect("two or more");
+    let gone_pod = pod_at(lab, gone).expect("a pod's address");
+    let mut fewer = s.clone();
+    fewer.endpoints.retain(|ip| *ip != gone);
+    lab.with_store(|st| services::put(st, &fewer))??;
+    std::thread::sleep(Duration::from_secs(1));
+    let answered = ask(client, &url, 40);
+    let restored = lab.with_store(|st| services::put(st, s))?;
+    let answered = answered?;
+    restored?;
+    let reached_gone = answered
+        .iter()
+        .flatten()
+        .filter(|w| **w == gone_pod)
+        .count();
+    let lost = answered.iter().filter(|a| a.is_none()).count();
+    t.check(
+        &format!("1 s after endpoint {gone} ({gone_pod}) leaves Service {}, no new connection reaches it", s.name),
+        match (reached_gone, lost) {
+            (0, 0) => Ok(()),
+            (n, 0) => Err(format!("{n} of 40 requests still reached {gone_pod}")),
+            (_, n) => Err(format!("{n} of 40 requests got no answer")),
+        },
+    );
+    // Back: it serves again within a few seconds.
+    let start = std::time::Instant::now();
+    let mut back = false;
+    while !back && start.elapsed() < Duration::from_secs(5) {
+        back = ask(client, &url, 10)?
+            .iter()
+            .flatten()
+            .any(|w| *w == gone_pod);
+    }
+    t.check(
+        &format!(
+            "endpoint {gone} ({gone_pod}) back in Service {}: it serves again",
+            s.name
+        ),
+        if back {
+            Ok(())
+        } else {
+            Err("never reached".into())
+        },
+    );
     Ok(())
 }
 
