@@ -109,6 +109,7 @@ pub fn delete_pod(lab: &mut LabState, bins: &Binaries, name: &str) -> Result<Str
     }
     runtime::cni(bins, lab, &pod, "DEL").with_context(|| format!("CNI DEL for pod {name}"))?;
     podnet_netlink::netns::remove(LabState::netns_path(&pod.name))?;
+    let _ = std::fs::remove_dir_all(lab.pod_dir(&pod.name));
     lab.pods.remove(i);
     lab.namespaces
         .retain(|n| *n != LabState::netns_path(&pod.name));

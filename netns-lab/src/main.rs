@@ -7,6 +7,7 @@ mod dns;
 mod down;
 mod inventory;
 mod outside;
+mod pod_files;
 mod procs;
 mod progress;
 mod proxy;
@@ -17,6 +18,7 @@ mod serve;
 mod services;
 mod services_up;
 mod state;
+mod stub_resolver;
 mod up;
 mod views;
 
@@ -170,12 +172,13 @@ enum Cmd {
         #[arg(long = "record")]
         records: Vec<String>,
     },
-    /// Look a name up (A records) the way a pod's resolver would, without dig.
+    /// Look a name up (A records) without dig: through this namespace's /etc/resolv.conf
+    /// (search list, ndots, nameservers in order) as a pod's programs do, or ask one server.
     Resolve {
         name: String,
-        /// The DNS server (IPv4, port 53 unless given as IP:PORT).
+        /// Ask this DNS server only, the name as given (IPv4, port 53 unless IP:PORT).
         #[arg(long)]
-        server: String,
+        server: Option<String>,
     },
     /// (used inside the lab) a node's service proxy: the lab's Services into the node's
     /// nftables table ip podnet-proxy.
@@ -255,25 +258,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Cmd::Resolve { name, server } => {
-            let server: std::net::SocketAddr = match server.parse() {
-                Ok(a) => a,
-                Err(_) => (
-                    server.parse::<std::net::Ipv4Addr>().with_context(|| {
-                        format!("--server {server:?}: expected IPv4 or IPv4:PORT")
-                    })?,
-                    53,
-                )
-                    .into(),
+            let answer = match server {
+                Some(server) => {
+                    let server: std::net::SocketAddr = match server.parse() {
+                        Ok(a) => a,
+                        Err(_) => (
+                            server.parse::<std::net::Ipv4Addr>().with_context(|| {
+                                format!("--server {server:?}: expected IPv4 or IPv4:PORT")
+                            })?,
+                            53,
+                        )
+                            .into(),
+                    };
+                    let found = dns::resolve(server, &name, std::time::Duration::from_secs(2))?;
+                    stub_resolver::Answer {
+                        server,
+                        name: name.clone(),
+                        found,
+                    }
+                }
+                None => {
+                    let conf = std::fs::read_to_string("/etc/resolv.conf")
+                        .context("read /etc/resolv.conf")?;
+                    stub_resolver::lookup(&conf, &name)?
+                }
             };
-            match dns::resolve(server, &name, std::time::Duration::from_secs(2))? {
+            match answer.found {
                 dns::Found::Addresses(ips) => {
-                    println!("Server:\t{server}\nName:\t{name}");
+                    println!("Server:\t{}\nName:\t{}", answer.server, answer.name);
                     for ip in ips {
                         println!("Address: {ip}");
                     }
                 }
                 dns::Found::NxDomain => {
-                    eprintln!("** server {server} can't find {name}: NXDOMAIN");
+                    eprintln!("** server {} can't find {name}: NXDOMAIN", answer.server);
                     return Ok(ExitCode::FAILURE);
                 }
             }

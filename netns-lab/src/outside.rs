@@ -3,7 +3,7 @@
 //! their names. Documentation addresses only (RFC 5737); the upstream router has no route to
 //! the pod pool, like a real provider, so replies to pods come back only if nodes masquerade.
 
-use crate::procs::{self, Placement};
+use crate::procs::{self, Placement, PodNs};
 use crate::runtime::Binaries;
 use crate::state::LabState;
 use anyhow::{bail, Context, Result};
@@ -101,8 +101,9 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
             cmd,
             &Placement {
                 netns: &internet,
-                uts_of: None,
-                hostname: Some(&outside.hosts[0].name),
+                pod: PodNs::Host {
+                    hostname: Some(&outside.hosts[0].name),
+                },
                 detach: true,
             },
             &lab.logs().join(log),

@@ -1,28 +1,150 @@
 //! Starting processes inside the lab's namespaces and stopping them again.
 //!
 //! Between fork and exec a child joins its network namespace (`Netns::enter_on_exec`), for
-//! containers also a UTS namespace (the pod's first container's, or a new one with the pod's
-//! hostname), and starts its own session, so it outlives `podnet-lab up`. Processes are remembered by pid and start time.
+//! containers also the pod's UTS and mount namespaces (the pod's first container makes them:
+//! the pod's hostname, and the pod's own `/etc/resolv.conf` and `/etc/hosts` bound over the
+//! host's, as kubelet mounts them), and starts its own session, so it outlives
+//! `podnet-lab up`. Processes are remembered by pid and start time.
 
 use crate::state::Proc;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use podnet_netlink::Netns;
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// How to place a process.
 pub struct Placement<'a> {
     /// The network namespace to join.
     pub netns: &'a str,
-    /// Join this UTS namespace (another container of the same pod) ...
-    pub uts_of: Option<u32>,
-    /// ... or make a new one with this hostname.
-    pub hostname: Option<&'a str>,
+    /// A process of a pod, or not.
+    pub pod: PodNs<'a>,
     /// Detach into a new session (daemons).
     pub detach: bool,
+}
+
+/// The namespaces besides the network one.
+pub enum PodNs<'a> {
+    /// None of its own: the host's mounts; a new UTS namespace if a hostname is given (nodes,
+    /// routers), else the host's.
+    Host { hostname: Option<&'a str> },
+    /// Another process of a pod: join the UTS and mount namespaces of this pid.
+    Join(u32),
+    /// A pod's first container: new UTS (this hostname) and mount namespaces, each
+    /// `(file, over)` bound over the host's `over` in it.
+    New {
+        hostname: &'a str,
+        files: &'a [(PathBuf, &'a str)],
+    },
+}
+
+impl PodNs<'_> {
+    /// No namespaces besides the network one.
+    pub const NONE: PodNs<'static> = PodNs::Host { hostname: None };
+}
+
+/// What the child does between fork and exec, prepared in the parent.
+enum Prepared {
+    Host(Option<String>),
+    Join {
+        uts: File,
+        mnt: File,
+        cwd: Option<CString>,
+    },
+    New {
+        hostname: String,
+        binds: Vec<(CString, CString)>,
+    },
+}
+
+fn cstring(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{} holds a NUL", p.display()))
+}
+
+fn prepare(p: &PodNs<'_>) -> Result<Prepared> {
+    Ok(match p {
+        PodNs::Host { hostname } => Prepared::Host(hostname.map(str::to_string)),
+        PodNs::Join(pid) => {
+            let open = |ns: &str| {
+                File::open(format!("/proc/{pid}/ns/{ns}"))
+                    .with_context(|| format!("open the {ns} namespace of process {pid}"))
+            };
+            Prepared::Join {
+                uts: open("uts")?,
+                mnt: open("mnt")?,
+                // Joining a mount namespace moves to its root; come back where we were.
+                cwd: std::env::current_dir().ok().and_then(|d| cstring(&d).ok()),
+            }
+        }
+        PodNs::New { hostname, files } => {
+            let mut binds = Vec::new();
+            for (file, over) in files.iter() {
+                if !Path::new(over).exists() {
+                    bail!("this host has no {over} for a pod's own to be mounted over");
+                }
+                binds.push((cstring(file)?, cstring(Path::new(over))?));
+            }
+            Prepared::New {
+                hostname: hostname.to_string(),
+                binds,
+            }
+        }
+    })
+}
+
+/// In the child, between fork and exec: only async-signal-safe system calls.
+fn enter(p: &Prepared) -> std::io::Result<()> {
+    let check = |rc: libc::c_int| {
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    let sethostname = |h: &str| check(unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) });
+    // SAFETY: plain system calls on file descriptors and C strings made before fork.
+    unsafe {
+        match p {
+            Prepared::Host(None) => {}
+            Prepared::Host(Some(h)) => {
+                check(libc::unshare(libc::CLONE_NEWUTS))?;
+                sethostname(h)?;
+            }
+            Prepared::Join { uts, mnt, cwd } => {
+                check(libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS))?;
+                check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
+                if let Some(d) = cwd {
+                    libc::chdir(d.as_ptr());
+                }
+            }
+            Prepared::New { hostname, binds } => {
+                check(libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWNS))?;
+                sethostname(hostname)?;
+                // Nothing mounted here may reach the host's mount namespace.
+                check(libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                for (file, over) in binds {
+                    check(libc::mount(
+                        file.as_ptr(),
+                        over.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND,
+                        std::ptr::null(),
+                    ))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Prepares `cmd` to run as placed. The namespace files are opened now, in the parent.
@@ -30,30 +152,13 @@ pub fn place(cmd: &mut Command, p: &Placement<'_>) -> Result<()> {
     Netns::open(p.netns)
         .and_then(|ns| ns.enter_on_exec(cmd))
         .with_context(|| format!("enter network namespace {}", p.netns))?;
-    let uts = match p.uts_of {
-        Some(pid) => Some(
-            File::open(format!("/proc/{pid}/ns/uts"))
-                .with_context(|| format!("open the UTS namespace of {pid}"))?,
-        ),
-        None => None,
-    };
-    let hostname = p.hostname.map(|h| h.to_string());
+    let prepared = prepare(&p.pod)?;
     let detach = p.detach;
-    // SAFETY: only async-signal-safe calls (setns, unshare, sethostname, setsid) between fork
-    // and exec; the UTS namespace file was opened before fork and lives as long as `cmd`.
+    // SAFETY: `enter` and setsid make only async-signal-safe calls; what they use was made
+    // before fork and lives as long as `cmd`.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(f) = &uts {
-                if libc::setns(f.as_raw_fd(), libc::CLONE_NEWUTS) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            } else if let Some(h) = &hostname {
-                if libc::unshare(libc::CLONE_NEWUTS) != 0
-                    || libc::sethostname(h.as_ptr().cast(), h.len()) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
+            enter(&prepared)?;
             if detach && libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }

@@ -7,7 +7,7 @@
 //! Also here: the BGP settings the lab writes before the agents start (the scenario's mesh
 //! setting and route reflectors, each node's AS, each node peering with its segment's routers).
 
-use crate::procs::{self, Placement};
+use crate::procs::{self, Placement, PodNs};
 use crate::scenario::{Router, Scenario};
 use crate::state::{LabState, Proc};
 use anyhow::{Context, Result};
@@ -176,8 +176,9 @@ pub fn start(lab: &LabState) -> Result<Vec<Proc>> {
             cmd,
             &Placement {
                 netns: &LabState::netns_path(&r.name),
-                uts_of: None,
-                hostname: Some(&r.name),
+                pod: PodNs::Host {
+                    hostname: Some(&r.name),
+                },
                 detach: true,
             },
             &lab.logs().join(format!("router-{}.log", r.name)),

@@ -2,8 +2,10 @@
 //! `CNI_*` environment, the network config on stdin, run inside the node's namespace, the ADD
 //! result kept for CHECK and DEL), and containers started as processes in the pod.
 
-use crate::procs::{self, Placement};
-use crate::scenario::Container;
+use crate::cluster_dns::{DOMAIN, NODE_LOCAL_DNS};
+use crate::pod_files::{self, ClusterDns};
+use crate::procs::{self, Placement, PodNs};
+use crate::scenario::{Container, PodSpec};
 use crate::state::{LabState, PodState, Proc};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -89,8 +91,7 @@ pub fn cni(bins: &Binaries, lab: &LabState, pod: &PodState, verb: &str) -> Resul
         &mut cmd,
         &Placement {
             netns: &node_ns,
-            uts_of: None,
-            hostname: None,
+            pod: PodNs::NONE,
             detach: false,
         },
     )?;
@@ -138,32 +139,56 @@ pub fn argv(c: &Container) -> Vec<String> {
     v
 }
 
-/// Starts a container of `pod`: in the pod's network namespace, in the pod's UTS namespace
-/// (the first container makes it, with the pod's name as hostname).
-pub fn start_container(
-    lab: &LabState,
-    pod: &PodState,
-    c: &Container,
-    first: Option<u32>,
-) -> Result<Proc> {
-    let argv = argv(c);
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..])
-        .env("HOSTNAME", &pod.name)
-        .env("PODNET_LAB", &lab.name);
-    let netns = LabState::netns_path(&pod.name);
-    let placement = Placement {
-        netns: &netns,
-        uts_of: first,
-        hostname: first.is_none().then_some(pod.name.as_str()),
-        detach: true,
+/// The pod's `/etc/resolv.conf` and `/etc/hosts`, as kubelet would write them on its node.
+pub fn pod_files(lab: &LabState, pod: &PodState, spec: &PodSpec) -> (String, String) {
+    let cluster = ClusterDns {
+        server: NODE_LOCAL_DNS,
+        domain: DOMAIN,
+        node_resolver: lab.scenario.outside.as_ref().and_then(|o| o.resolver),
     };
-    procs::spawn_daemon(
-        cmd,
-        &placement,
-        &lab.logs().join(format!("{}-{}.log", pod.name, c.name)),
-    )
-    .with_context(|| format!("start container {} of pod {}", c.name, pod.name))
+    let resolv = pod_files::resolv_conf(
+        &pod.namespace,
+        spec.dns_policy,
+        spec.dns_config.as_ref(),
+        &cluster,
+    );
+    let hosts = pod_files::hosts(&pod.name, pod.ip().as_deref(), &spec.host_aliases);
+    (resolv, hosts)
+}
+
+/// Starts a pod's containers: the first makes the pod's UTS and mount namespaces (its
+/// hostname, its `/etc/resolv.conf` and `/etc/hosts` from `spec`), the others join them.
+pub fn start_containers(lab: &LabState, pod: &PodState, spec: &PodSpec) -> Result<Vec<Proc>> {
+    let (resolv, hosts) = pod_files(lab, pod, spec);
+    let files = pod_files::write(&lab.pod_dir(&pod.name), &resolv, &hosts)?;
+    let mut procs: Vec<Proc> = Vec::new();
+    for c in &spec.containers {
+        let argv = argv(c);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("HOSTNAME", &pod.name)
+            .env("PODNET_LAB", &lab.name);
+        let netns = LabState::netns_path(&pod.name);
+        let placement = Placement {
+            netns: &netns,
+            pod: match procs.first() {
+                Some(first) => PodNs::Join(first.pid),
+                None => PodNs::New {
+                    hostname: &pod.name,
+                    files: &files,
+                },
+            },
+            detach: true,
+        };
+        let p = procs::spawn_daemon(
+            cmd,
+            &placement,
+            &lab.logs().join(format!("{}-{}.log", pod.name, c.name)),
+        )
+        .with_context(|| format!("start container {} of pod {}", c.name, pod.name))?;
+        procs.push(p);
+    }
+    Ok(procs)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! Pod manifests). YAML, read with `serde_yaml`; the seed's cluster is built in, and
 //! `generated` makes N nodes with M pods each.
 
+use crate::pod_files::{DnsConfig, DnsPolicy, HostAlias};
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -179,7 +180,7 @@ fn default_true() -> bool {
 /// The name routers use for the fabric in `interfaces`.
 pub const FABRIC: &str = "fabric";
 
-/// A Kubernetes Pod manifest: the fields the lab uses; everything else (volumes, dnsConfig,
+/// A Kubernetes Pod manifest: the fields the lab uses; everything else (volumes,
 /// imagePullPolicy...) is accepted and ignored, so real manifests load as they are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodManifest {
@@ -207,6 +208,15 @@ fn default_namespace() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodSpec {
     pub containers: Vec<Container>,
+    /// The node it runs on (for `apply -f`; a scenario's pod entries say `node`).
+    #[serde(rename = "nodeName", default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(rename = "dnsPolicy", default)]
+    pub dns_policy: DnsPolicy,
+    #[serde(rename = "dnsConfig", default, skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<DnsConfig>,
+    #[serde(rename = "hostAliases", default, skip_serializing_if = "Vec::is_empty")]
+    pub host_aliases: Vec<HostAlias>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -367,6 +377,10 @@ impl Scenario {
                                 args: vec![],
                                 ports: vec![],
                             }],
+                            node_name: None,
+                            dns_policy: DnsPolicy::default(),
+                            dns_config: None,
+                            host_aliases: vec![],
                         },
                     }),
                     manifest_file: None,
@@ -449,7 +463,8 @@ impl Scenario {
             .collect()
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Every rule a scenario (or a running lab after `apply`) keeps.
+    pub fn validate(&self) -> Result<()> {
         valid_name("lab name", &self.name)?;
         if let Some(o) = &self.outside {
             let doc: Vec<Ipv4Net> = DOCUMENTATION_NETS
@@ -588,6 +603,16 @@ impl Scenario {
             if m.spec.containers.is_empty() {
                 bail!("pod {} has no containers", m.metadata.name);
             }
+            if m.spec.node_name.as_ref().is_some_and(|n| *n != p.node) {
+                bail!(
+                    "pod {}: spec.nodeName {} but the scenario places it on {}",
+                    m.metadata.name,
+                    m.spec.node_name.as_deref().unwrap_or(""),
+                    p.node
+                );
+            }
+            crate::pod_files::validate(m.spec.dns_policy, m.spec.dns_config.as_ref())
+                .with_context(|| format!("pod {}", m.metadata.name))?;
         }
         Ok(())
     }

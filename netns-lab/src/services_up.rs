@@ -4,7 +4,7 @@
 //! DNS; returns once every node's table serves every ClusterIP and every node's DNS answers.
 
 use crate::cluster_dns::{DOMAIN, NODE_LOCAL_DNS};
-use crate::procs::{self, Placement};
+use crate::procs::{self, Placement, PodNs};
 use crate::runtime::Binaries;
 use crate::services::{record, settle, RunningPod};
 use crate::state::LabState;
@@ -113,8 +113,9 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
             cmd,
             &Placement {
                 netns: &netns,
-                uts_of: None,
-                hostname: Some(&node),
+                pod: PodNs::Host {
+                    hostname: Some(&node),
+                },
                 detach: true,
             },
             &lab.logs().join(log),

@@ -165,6 +165,11 @@ impl LabState {
         self.dir().join("logs")
     }
 
+    /// Where a pod's own files live (its resolv.conf and hosts).
+    pub fn pod_dir(&self, pod: &str) -> PathBuf {
+        self.dir().join("pods").join(pod)
+    }
+
     pub fn node_dir(&self, node: &str) -> PathBuf {
         self.dir().join("nodes").join(node)
     }

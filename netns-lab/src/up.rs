@@ -1,7 +1,7 @@
 //! `podnet-lab up`: the fabric, the nodes with their agents, then the pods through the real
 //! CNI plugin. Each namespace and process is recorded in the lab state before it is made.
 
-use crate::procs::{self, Placement};
+use crate::procs::{self, Placement, PodNs};
 use crate::progress::Progress;
 use crate::runtime::{self, Binaries};
 use crate::scenario::{Encap, Scenario};
@@ -344,8 +344,7 @@ fn start_etcd(lab: &mut LabState) -> Result<()> {
         cmd,
         &Placement {
             netns: &fabric,
-            uts_of: None,
-            hostname: None,
+            pod: PodNs::NONE,
             detach: true,
         },
         &lab.logs().join("etcd.log"),
@@ -410,8 +409,9 @@ fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
             cmd,
             &Placement {
                 netns: &netns,
-                uts_of: None,
-                hostname: Some(&node.name),
+                pod: PodNs::Host {
+                    hostname: Some(&node.name),
+                },
                 detach: true,
             },
             &lab.logs().join(format!("agent-{}.log", node.name)),
@@ -543,12 +543,7 @@ fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
                                 break;
                             };
                             for i in list {
-                                out.push(make_pod(
-                                    shared,
-                                    bins,
-                                    i,
-                                    &pods[i].manifest.spec.containers,
-                                ));
+                                out.push(make_pod(shared, bins, i, &pods[i].manifest.spec));
                                 progress.lock().unwrap().step();
                             }
                         }
@@ -582,19 +577,16 @@ fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
     }
 }
 
-/// One pod: its namespace, CNI ADD, its containers.
+/// One pod: CNI ADD, then its containers.
 fn make_pod(
     lab: &LabState,
     bins: &Binaries,
     i: usize,
-    containers: &[crate::scenario::Container],
+    spec: &crate::scenario::PodSpec,
 ) -> Result<(usize, serde_json::Value, Vec<crate::state::Proc>)> {
-    let pod = &lab.pods[i];
-    let result = runtime::cni(bins, lab, pod, "ADD")?;
-    let mut procs = Vec::new();
-    for c in containers {
-        let first = procs.first().map(|p: &crate::state::Proc| p.pid);
-        procs.push(runtime::start_container(lab, pod, c, first)?);
-    }
+    let mut pod = lab.pods[i].clone();
+    let result = runtime::cni(bins, lab, &pod, "ADD")?;
+    pod.result = Some(result.clone());
+    let procs = runtime::start_containers(lab, &pod, spec)?;
     Ok((i, result, procs))
 }

@@ -47,6 +47,10 @@ fn host_snapshot() -> String {
     for r in nl.routes().unwrap() {
         s += &format!("route {:?}\n", r);
     }
+    // Pods mount their own resolv.conf and hosts: never over the host's.
+    for f in ["/etc/resolv.conf", "/etc/hosts", "/proc/self/mountinfo"] {
+        s += &format!("{f}:\n{}", std::fs::read_to_string(f).unwrap());
+    }
     for k in [
         "net/ipv4/ip_forward",
         "net/ipv4/conf/all/forwarding",
@@ -361,6 +365,32 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
         );
         let hostname = ok(&["exec", "multi-container", "-c", "nginx", "--", "hostname"]);
         assert_eq!(hostname.trim(), "multi-container");
+        // kubelet's resolv.conf, the seed's dnsConfig merged, and the pod's hosts file.
+        assert_eq!(
+            ok(&["exec", "ubuntu-test", "--", "cat", "/etc/resolv.conf"]),
+            "search default.svc.cluster.local svc.cluster.local cluster.local\n\
+             nameserver 169.254.25.10\n\
+             nameserver 8.8.8.8\n\
+             options ndots:5\n"
+        );
+        let hosts = ok(&[
+            "exec",
+            "multi-container",
+            "-c",
+            "nginx",
+            "--",
+            "cat",
+            "/etc/hosts",
+        ]);
+        assert!(
+            hosts.ends_with("\n10.233.78.3\tmulti-container\n"),
+            "{hosts}"
+        );
+        let found = ok(&["exec", "ubuntu-test", "--", LAB, "resolve", "web"]);
+        assert!(
+            found.contains("Name:\tweb.default.svc.cluster.local\nAddress: 10.233.0.10\n"),
+            "{found}"
+        );
         let out = lab(&["exec", "ubuntu-test", "--", "sh", "-c", "exit 7"]);
         assert_eq!(out.status.code(), Some(7), "exec passes the exit code on");
         let node = ok(&[

@@ -3,7 +3,7 @@
 
 use super::trace::{addresses, ping, resolve, trace};
 use crate::inventory::Inventory;
-use crate::procs::{self, Placement};
+use crate::procs::{self, Placement, PodNs};
 use crate::runtime::{self, Binaries};
 use crate::state::{self, LabState, PodState};
 use anyhow::{Context, Result};
@@ -200,6 +200,7 @@ pub fn test(lab: &LabState) -> Result<bool> {
         }
         outside_checks(&mut t, lab, &pod.name, outside.hosts[0].ip)?;
     }
+    super::pod_file_checks::run(&mut t, lab)?;
     super::service_checks::run(&mut t, lab)?;
     println!("\n{} passed, {} failed", t.passed, t.failed);
     Ok(t.failed == 0)
@@ -386,9 +387,20 @@ fn multi_container_checks(t: &mut Checks, multi: &PodState) {
 }
 
 /// Runs `podnet-lab ARGS` in a container's namespaces with a deadline; (exit code, output).
-fn run_in_container(
+pub(super) fn run_in_container(
     pod: &PodState,
     container: &str,
+    args: &[&str],
+    deadline: Duration,
+) -> Result<(Option<i32>, String)> {
+    run_program_in_container(pod, container, &std::env::current_exe()?, args, deadline)
+}
+
+/// Runs `program ARGS` in a container's namespaces with a deadline; (exit code, output).
+pub(super) fn run_program_in_container(
+    pod: &PodState,
+    container: &str,
+    program: &std::path::Path,
     args: &[&str],
     deadline: Duration,
 ) -> Result<(Option<i32>, String)> {
@@ -398,15 +410,14 @@ fn run_in_container(
         .find(|c| c.name == container)
         .context("no such container")?;
     let pid = c.process.as_ref().context("container not started")?.pid;
-    let mut cmd = Command::new(std::env::current_exe()?);
+    let mut cmd = Command::new(program);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
     let netns = LabState::netns_path(&pod.name);
     procs::place(
         &mut cmd,
         &Placement {
             netns: &netns,
-            uts_of: Some(pid),
-            hostname: None,
+            pod: PodNs::Join(pid),
             detach: false,
         },
     )?;

@@ -1,6 +1,6 @@
 //! `exec POD [-c CONTAINER] -- CMD` and `node NODE -- CMD`.
 
-use crate::procs::{self, Placement};
+use crate::procs::{self, Placement, PodNs};
 use crate::state::LabState;
 use anyhow::{bail, Context, Result};
 use std::process::Command;
@@ -32,8 +32,7 @@ pub fn exec(lab: &LabState, pod: &str, container: Option<&str>, command: &[Strin
         command_for(command),
         &Placement {
             netns: &netns,
-            uts_of: Some(pr.pid),
-            hostname: None,
+            pod: PodNs::Join(pr.pid),
             detach: false,
         },
     )
@@ -49,8 +48,7 @@ pub fn node_exec(lab: &LabState, node: &str, command: &[String]) -> Result<i32> 
         command_for(command),
         &Placement {
             netns: &netns,
-            uts_of: None,
-            hostname: None,
+            pod: PodNs::NONE,
             detach: false,
         },
     )
