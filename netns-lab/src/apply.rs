@@ -1,9 +1,11 @@
-//! Changing a running lab as kubectl changes a cluster: `apply -f FILE` (Service manifests,
-//! created or configured), `delete svc NAME` and `delete pod NAME`. Each change is checked as
+//! Changing a running lab as kubectl changes a cluster: `apply -f FILE` (Services created or
+//! configured, Pods created), `delete svc NAME` and `delete pod NAME`. Each change is checked as
 //! a whole first (nothing half-applied), then stored; the nodes' proxies and DNS follow the
 //! datastore within a second.
 
-use crate::runtime::{self, Binaries};
+use crate::pods;
+use crate::runtime::Binaries;
+use crate::scenario::PodManifest;
 use crate::services::{settle, ServiceManifest};
 use crate::state::LabState;
 use anyhow::{bail, Context, Result};
@@ -36,25 +38,34 @@ pub fn store_services(lab: &mut LabState) -> Result<()> {
     lab.save()
 }
 
-/// `apply -f FILE`: every document must be a Service; all are checked together with the
-/// lab's others before anything is stored.
-pub fn apply(lab: &mut LabState, text: &str) -> Result<Vec<String>> {
+/// `apply -f FILE`: Services (created or configured) and Pods (created; scheduled unless
+/// `spec.nodeName` says where). Everything is checked together with the lab's others before
+/// anything changes; pods that cannot be made are taken away again.
+pub fn apply(lab: &mut LabState, bins: &Binaries, text: &str) -> Result<Vec<String>> {
     let mut docs = Vec::new();
+    let mut pods = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let v = serde_yaml::Value::deserialize(doc)
             .with_context(|| format!("document {}: not YAML", i + 1))?;
         if v.is_null() {
             continue;
         }
-        let kind = v.get("kind").and_then(|k| k.as_str()).unwrap_or("");
-        if kind != "Service" {
-            bail!("document {}: kind {kind:?}: apply takes Services (pods are placed by the scenario file)", i + 1);
+        match v.get("kind").and_then(|k| k.as_str()).unwrap_or("") {
+            "Service" => docs.push(
+                serde_yaml::from_value::<ServiceManifest>(v)
+                    .with_context(|| format!("document {}: not a Service", i + 1))?,
+            ),
+            "Pod" => pods.push(
+                serde_yaml::from_value::<PodManifest>(v)
+                    .with_context(|| format!("document {}: not a Pod", i + 1))?,
+            ),
+            kind => bail!(
+                "document {}: kind {kind:?}: apply takes Pods and Services",
+                i + 1
+            ),
         }
-        let m: ServiceManifest = serde_yaml::from_value(v)
-            .with_context(|| format!("document {}: not a Service", i + 1))?;
-        docs.push(m);
     }
-    if docs.is_empty() {
+    if docs.is_empty() && pods.is_empty() {
         bail!("nothing to apply");
     }
     let mut services = lab.scenario.services.clone();
@@ -64,6 +75,8 @@ pub fn apply(lab: &mut LabState, text: &str) -> Result<Vec<String>> {
             o.metadata.name == m.metadata.name && o.metadata.namespace == m.metadata.namespace
         };
         let word = match services.iter().position(same) {
+            // The lab writes the allocated ClusterIP in: compare with it.
+            Some(i) if same_service(&services[i], &m) => "unchanged",
             Some(i) => {
                 services[i] = m.clone();
                 "configured"
@@ -77,9 +90,19 @@ pub fn apply(lab: &mut LabState, text: &str) -> Result<Vec<String>> {
     }
     // Checked whole (range, taken addresses, ports) before the lab changes.
     settle(&services, lab.scenario.service_cidr)?;
+    said.extend(pods::add(lab, bins, &pods)?);
     lab.scenario.services = services;
     store_services(lab)?;
     Ok(said)
+}
+
+/// True if `new` asks for what `old` (as the lab keeps it) already is.
+fn same_service(old: &ServiceManifest, new: &ServiceManifest) -> bool {
+    let mut new = new.clone();
+    if new.spec.cluster_ip.is_none() {
+        new.spec.cluster_ip = old.spec.cluster_ip.clone();
+    }
+    serde_yaml::to_value(old).ok() == serde_yaml::to_value(&new).ok()
 }
 
 /// `delete svc NAME`.
@@ -95,25 +118,12 @@ pub fn delete_service(lab: &mut LabState, namespace: &str, name: &str) -> Result
     Ok(format!("service \"{name}\" deleted"))
 }
 
-/// `delete pod NAME`: its containers stopped, its address released by the CNI plugin (DEL),
-/// its namespace removed; the Services it backed lose it as an endpoint.
+/// `delete pod NAME`: the pod taken away ([`pods::remove`]); the Services it backed lose it
+/// as an endpoint.
 pub fn delete_pod(lab: &mut LabState, bins: &Binaries, name: &str) -> Result<String> {
-    let i = lab
-        .pods
-        .iter()
-        .position(|p| p.name == name)
-        .with_context(|| format!("pods \"{name}\" not found"))?;
-    let pod = lab.pods[i].clone();
-    for c in pod.containers.iter().filter_map(|c| c.process.as_ref()) {
-        crate::procs::kill(c);
-    }
-    runtime::cni(bins, lab, &pod, "DEL").with_context(|| format!("CNI DEL for pod {name}"))?;
-    podnet_netlink::netns::remove(LabState::netns_path(&pod.name))?;
-    let _ = std::fs::remove_dir_all(lab.pod_dir(&pod.name));
-    lab.pods.remove(i);
-    lab.namespaces
-        .retain(|n| *n != LabState::netns_path(&pod.name));
-    lab.save()?;
+    lab.pod(name)
+        .map_err(|_| anyhow::anyhow!("pods \"{name}\" not found"))?;
+    pods::remove(lab, bins, name)?;
     store_services(lab)?;
     Ok(format!("pod \"{name}\" deleted"))
 }

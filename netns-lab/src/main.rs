@@ -8,6 +8,7 @@ mod down;
 mod inventory;
 mod outside;
 mod pod_files;
+mod pods;
 mod procs;
 mod progress;
 mod proxy;
@@ -83,10 +84,10 @@ enum Cmd {
         #[arg(short, long)]
         output: Option<String>,
     },
-    /// Add or change Services on the running lab, as `kubectl apply -f` (the nodes' proxies
-    /// and DNS follow within a second).
+    /// Add Pods and add or change Services on the running lab, as `kubectl apply -f` (pods
+    /// without spec.nodeName go to the least busy worker; proxies and DNS follow within 1 s).
     Apply {
-        /// A YAML file of Service manifests (`---` between documents).
+        /// A YAML file of Pod and Service manifests (`---` between documents).
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
@@ -340,7 +341,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut l = LabState::current(lab)?;
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("read {}", file.display()))?;
-            for line in apply::apply(&mut l, &text)? {
+            for line in apply::apply(&mut l, &runtime::Binaries::find()?, &text)? {
                 println!("{line}");
             }
         }

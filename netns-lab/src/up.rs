@@ -5,7 +5,7 @@ use crate::procs::{self, Placement, PodNs};
 use crate::progress::Progress;
 use crate::runtime::{self, Binaries};
 use crate::scenario::{Encap, Scenario};
-use crate::state::{self, ContainerState, LabState, NodeState, PodState};
+use crate::state::{self, LabState, NodeState};
 use anyhow::{bail, Context, Result};
 use ipnet::Ipv4Net;
 use podnet_ipam::store::etcd_member::EtcdMember;
@@ -482,25 +482,8 @@ fn register_pods(lab: &mut LabState) -> Result<()> {
     for p in lab.scenario.pods() {
         let m = &p.manifest.metadata;
         lab.namespaces.push(LabState::netns_path(&m.name));
-        lab.pods.push(PodState {
-            name: m.name.clone(),
-            namespace: m.namespace.clone(),
-            node: p.node.clone(),
-            container_id: runtime::container_id(&lab.name, &m.namespace, &m.name),
-            result: None,
-            containers: p
-                .manifest
-                .spec
-                .containers
-                .iter()
-                .map(|c| ContainerState {
-                    name: c.name.clone(),
-                    image: c.image.clone(),
-                    process: None,
-                })
-                .collect(),
-            created: state::now(),
-        });
+        let pod = crate::pods::state_of(&lab.name, &p);
+        lab.pods.push(pod);
     }
     lab.save()
 }

@@ -319,6 +319,53 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
         );
         assert!(ok(&["delete", "pod", "sleeper"]).contains("pod \"sleeper\" deleted"));
         assert!(!ok(&["get", "pods"]).contains("sleeper"));
+        // A pod applied to the running lab: scheduled, addressed, an endpoint of its Service.
+        std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: web-2, labels: {app: web}}\nspec:\n  containers: [{name: nginx, image: nginx, ports: [{containerPort: 80}]}]\n").unwrap();
+        let said = ok(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(said.contains("pod/web-2 created"), "{said}");
+        let said = ok(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(said.contains("pod/web-2 unchanged"), "{said}");
+        let pods = ok(&["get", "pods", "-o", "wide"]);
+        let web2 = pods
+            .lines()
+            .find(|l| l.starts_with("web-2 "))
+            .unwrap_or_else(|| panic!("{pods}"));
+        assert!(
+            web2.contains("Running") && web2.ends_with("sung-ubuntu04"),
+            "the least busy worker: {web2}"
+        );
+        let web2_ip = web2.split_whitespace().nth(5).unwrap().to_string();
+        assert!(ok(&["get", "endpoints"]).contains(&format!("{web2_ip}:80")));
+        let hosts = ok(&["exec", "web-2", "--", "cat", "/etc/hosts"]);
+        assert!(hosts.ends_with(&format!("\n{web2_ip}\tweb-2\n")), "{hosts}");
+        // A pod that cannot start leaves nothing: no namespace, no address, no veth.
+        let used = || {
+            let out =
+                Command::new(env!("CARGO_BIN_EXE_podnet-lab").replace("podnet-lab", "podnet-ipam"))
+                    .args(["--datastore", "/run/podnet-lab/seed/store.db", "show"])
+                    .output()
+                    .unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .nth(1)
+                .unwrap_or("")
+                .to_string()
+        };
+        let links = || ok(&["node", "sung-ubuntu05", "--", "ip", "-br", "link"]);
+        let (used_before, links_before) = (used(), links());
+        std::fs::write(&file, "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nspec:\n  nodeName: sung-ubuntu05\n  containers: [{name: app, image: busybox, command: [/no/such/program]}]\n").unwrap();
+        let refused = lab(&["apply", "-f", file.to_str().unwrap()]);
+        assert!(
+            !refused.status.success()
+                && String::from_utf8_lossy(&refused.stderr)
+                    .contains("start container app of pod broken"),
+            "{refused:?}"
+        );
+        assert!(!ok(&["get", "pods"]).contains("broken"));
+        assert!(!std::path::Path::new("/run/netns/broken").exists());
+        assert_eq!(used(), used_before, "the address went back");
+        assert_eq!(links(), links_before, "no veth left");
+        assert!(ok(&["delete", "pod", "web-2"]).contains("pod \"web-2\" deleted"));
         let svc = ok(&["get", "svc"]);
         assert!(
             svc.contains("kubernetes   ClusterIP   10.233.0.1 ")
