@@ -119,7 +119,8 @@ enum Cmd {
     Routes { node: String },
     /// A node's or pod's interfaces, as `ifconfig` shows them.
     Ifconfig { name: String },
-    /// A real traceroute from a pod, each hop annotated.
+    /// A real traceroute from a pod, each hop annotated: to a pod or an address (ICMP), or to
+    /// a Service (`web`, `svc/web`, `default/web:80`, its ClusterIP; TCP SYNs to its port).
     Trace { from: String, to: String },
     /// The path of a packet, from the kernel's own route lookups in each namespace.
     Explain {
@@ -421,6 +422,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Trace { from, to } => {
             let l = LabState::current(lab)?;
+            if let Some((svc, port)) = views::service_target(&l, &to)? {
+                let t = views::trace_service(&l, &from, svc, port)?;
+                print!("{}", views::render_service_trace(&l, &from, &t));
+                return Ok(ExitCode::SUCCESS);
+            }
             let hops = views::trace(&l, &from, &to)?;
             print!("{}", views::render_trace(&l, &from, &to, &hops));
         }

@@ -50,6 +50,7 @@ pub fn build(lab: &LabState, fabric: &mut Netlink) -> Result<()> {
             nl.add_route(&RouteSpec::via(dst, near, eth0), false)?;
         }
         podnet_netlink::sysctl::write("net.ipv4.ip_forward", "1")?;
+        crate::up::answer_every_probe()?;
         Ok(())
     })??;
 

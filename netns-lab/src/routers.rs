@@ -150,6 +150,7 @@ pub fn build(lab: &LabState, fabric: &mut Netlink, bridges: &[(String, u32)]) ->
                     )?;
                 }
                 podnet_netlink::sysctl::write("net.ipv4.ip_forward", "1")?;
+                crate::up::answer_every_probe()?;
                 Ok(())
             })??;
         }

@@ -210,6 +210,7 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     }
     lab.save()?;
     let fabric = netns::create(&fabric_path)?;
+    fabric.run(answer_every_probe)??;
     let mut f = fabric.run(Netlink::open)??;
     f.add_bridge("br0")?;
     let br = f.link("br0")?.context("br0 vanished")?;
@@ -231,6 +232,7 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     let mut progress = Progress::new("nodes", nodes.len());
     for (i, node) in nodes.iter().enumerate() {
         let ns = netns::create(LabState::netns_path(&node.name))?;
+        ns.run(answer_every_probe)??;
         let (subnet, gateway) = lab.scenario.uplink_of(node);
         let net = lab.scenario.network_of(node);
         let bridge = bridges.iter().find(|(n, _)| n == net).expect("validated").1;
@@ -474,6 +476,14 @@ fn wait_for_routes(lab: &LabState) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
+}
+
+/// In a lab namespace that routes (node, fabric, router, upstream): every ICMP error sent.
+/// The kernel's default (`icmp_ratelimit` 1 s after a burst of 6, per destination) would
+/// blank out the hops of a second `trace` run soon after the first.
+pub fn answer_every_probe() -> Result<()> {
+    podnet_netlink::sysctl::write("net.ipv4.icmp_ratelimit", "0")?;
     Ok(())
 }
 

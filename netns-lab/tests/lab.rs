@@ -317,6 +317,27 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
             String::from_utf8_lossy(&gone.stderr).contains("NXDOMAIN"),
             "{gone:?}"
         );
+        // trace to a Service: TCP SYNs to its port, DNATed on the pod's node.
+        let traced = ok(&["trace", "ubuntu-test", "web"]);
+        assert!(
+            traced.contains("to Service default/web (10.233.0.10:80), TCP SYN probes")
+                && traced.contains(
+                    " 1  10.233.0.10      (ICMP from 192.168.110.103  sung-ubuntu04 (ens3))"
+                )
+                && traced.contains("10.233.0.10:80   connected: endpoint web-"),
+            "{traced}"
+        );
+        std::fs::write(&file, "apiVersion: v1\nkind: Service\nmetadata: {name: empty}\nspec:\n  selector: {app: nothing}\n  ports: [{port: 80}]\n").unwrap();
+        ok(&["apply", "-f", file.to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(1200));
+        let traced = ok(&["trace", "ubuntu-test", "svc/empty"]);
+        assert!(
+            traced.contains(
+                "192.168.110.103 answered ICMP unreachable: the Service has no endpoints"
+            ),
+            "{traced}"
+        );
+        ok(&["delete", "svc", "empty"]);
         assert!(ok(&["delete", "pod", "sleeper"]).contains("pod \"sleeper\" deleted"));
         assert!(!ok(&["get", "pods"]).contains("sleeper"));
         // A pod applied to the running lab: scheduled, addressed, an endpoint of its Service.

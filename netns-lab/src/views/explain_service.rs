@@ -10,7 +10,7 @@ use podnet_netlink::nft::{Expr, Map, Nftables, Rule, Table, Verdict};
 use std::net::Ipv4Addr;
 
 /// The Service `to` names, and the port asked for (its first port unless given).
-fn service_of(stored: &[ServiceRecord], to: &str) -> Option<(ServiceRecord, u16)> {
+pub(super) fn service_of(stored: &[ServiceRecord], to: &str) -> Option<(ServiceRecord, u16)> {
     let (what, port) = match to.rsplit_once(':') {
         Some((w, p)) => (w, p.parse().ok()?),
         None => (to, 0),

@@ -16,6 +16,7 @@ mod service_checks;
 mod services;
 pub mod tour;
 mod trace;
+mod trace_service;
 
 pub use checks::test;
 pub use exec::{exec, node_exec};
@@ -26,6 +27,7 @@ pub use ifconfig::ifconfig;
 pub use routes::routes;
 pub use services::{get_endpoints, get_services};
 pub use trace::{render_trace, trace};
+pub use trace_service::{render as render_service_trace, service_target, trace_service};
 
 use crate::state::LabState;
 

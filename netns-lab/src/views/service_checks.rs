@@ -31,6 +31,14 @@ pub fn run(t: &mut Checks, lab: &LabState) -> Result<()> {
     ) {
         spread(t, &pod.name, s)?;
     }
+    if let (Some(s), Some(pod)) = (
+        served
+            .iter()
+            .find(|s| s.endpoints.iter().all(|ip| pod_at(lab, *ip).is_some())),
+        lab.pods.first(),
+    ) {
+        trace_checks(t, lab, &pod.name, s)?;
+    }
     for s in &served {
         let Some(pod) = lab.pods.iter().find(|p| {
             p.ip()
@@ -219,8 +227,48 @@ fn dns_checks(t: &mut Checks, lab: &LabState, pod: &str, stored: &[ServiceRecord
     Ok(())
 }
 
+/// `trace POD SERVICE`: the TCP probes reach one of the Service's endpoints, every hop on the
+/// way seems to answer from the ClusterIP (conntrack undoes the DNAT on the ICMP errors too),
+/// and a trace straight to that endpoint has as many hops.
+fn trace_checks(t: &mut Checks, lab: &LabState, pod: &str, s: &ServiceRecord) -> Result<()> {
+    let Some(port) = s.ports.first().map(|p| p.port) else {
+        return Ok(());
+    };
+    let got = super::trace_service::trace_service(lab, pod, s.clone(), port);
+    let outcome = got.map_err(|e| e.to_string()).and_then(|tr| {
+        let vip = tr.target.ip();
+        let who = match &tr.end {
+            super::trace_service::End::Connected {
+                answered_by: Some(w),
+            } => w.clone(),
+            other => return Err(format!("the probes ended {other:?}")),
+        };
+        let ip = lab.pod(&who).ok().and_then(|p| p.ip()).unwrap_or_default();
+        if !s.endpoints.iter().any(|e| e.to_string() == ip) {
+            return Err(format!(
+                "{who} ({ip}) answered, not an endpoint of {}",
+                s.name
+            ));
+        }
+        let seen: Vec<_> = tr.hops.iter().map(|h| h.addr).collect();
+        let direct: Vec<_> = tr.direct.iter().map(|h| h.addr).collect();
+        if seen.len() != direct.len()
+            || seen.iter().any(|a| a.as_ref() != Some(vip))
+            || direct.iter().any(Option::is_none)
+        {
+            return Err(format!("hops seen {seen:?}, straight to {who} {direct:?}"));
+        }
+        Ok(())
+    });
+    t.check(
+        &format!("trace {pod} {}: TCP probes reach an endpoint, each hop answering from the ClusterIP, as many hops as straight to it", s.name),
+        outcome,
+    );
+    Ok(())
+}
+
 /// Which endpoint answered: the stand-ins say their pod (or node) name.
-fn who(page: &str) -> Option<String> {
+pub(super) fn who(page: &str) -> Option<String> {
     let rest = page.split("stand-in in pod ").nth(1)?;
     Some(rest.split('<').next()?.trim().to_string())
 }
