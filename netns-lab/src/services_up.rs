@@ -52,10 +52,9 @@ fn control_plane(lab: &LabState) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// Every node's service proxy and node-local DNS, also in a lab without Services: every pod's
+/// resolv.conf names the DNS, and Services may be applied later.
 pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
-    if lab.scenario.services.is_empty() {
-        return Ok(());
-    }
     crate::apply::store_services(lab)?;
     let records = records(lab)?;
     // What to run where: (node, arguments, log file).
@@ -129,8 +128,10 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
         .map(|r| r.ports.len())
         .sum();
     wait_for_proxies(&nodes, ports)?;
-    let first = &records[0];
-    let name = format!("{}.{}.svc.{DOMAIN}", first.name, first.namespace);
+    // Any answer will do (NXDOMAIN too): the server is up.
+    let name = records.first().map_or(format!("kubernetes.default.svc.{DOMAIN}"), |r| {
+        format!("{}.{}.svc.{DOMAIN}", r.name, r.namespace)
+    });
     wait_for_dns(&nodes, &name)
 }
 
