@@ -2,6 +2,8 @@
 //! machine, driven by the real podnet binaries, and the commands to look at it.
 
 mod apply;
+mod block_routes;
+mod chaos;
 mod cluster_dns;
 mod dns;
 mod down;
@@ -60,6 +62,9 @@ enum Cmd {
         /// Where the cluster's state lives: one SQLite file, or an etcd started in the fabric.
         #[arg(long, value_parser = ["sqlite", "etcd"], default_value = "sqlite")]
         datastore: String,
+        /// With --datastore etcd: how many etcd members (1, 3 or 5).
+        #[arg(long, default_value_t = 1)]
+        etcd_members: usize,
         /// Who routes to other nodes' blocks: BIRD on every node by BGP (the seed's way), or
         /// the agents from the datastore.
         #[arg(long, value_parser = ["bgp", "datastore"], default_value = "bgp")]
@@ -181,6 +186,25 @@ enum Cmd {
         /// Ask this DNS server only, the name as given (IPv4, port 53 unless IP:PORT).
         #[arg(long)]
         server: Option<String>,
+    },
+    /// Faults together on the running lab: runtimes churning pods through the plugin with
+    /// random kills, agents, BIRD and etcd members killed, routes deleted; the invariants
+    /// checked every few seconds and at the end. Exit 1 on any violation.
+    Chaos {
+        /// The seed of every random choice (printed, for a replay); default: from the clock.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 1.0)]
+        minutes: f64,
+        /// Concurrent runtimes (each a pod sandbox on one node, round robin).
+        #[arg(long, default_value_t = 64)]
+        runtimes: usize,
+        /// Percent of plugin calls SIGKILLed at a random moment.
+        #[arg(long, default_value_t = 20)]
+        kill_percent: u32,
+        /// Seconds between checks.
+        #[arg(long, default_value_t = 15)]
+        check_every: u64,
     },
     /// (used inside the lab) a node's service proxy: the lab's Services into the node's
     /// nftables table ip podnet-proxy.
@@ -321,6 +345,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pods_per_node,
             encap,
             datastore,
+            etcd_members,
             routing,
             cross_subnet,
             quiet,
@@ -333,9 +358,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
             s.cross_subnet |= cross_subnet;
             let encap = encap.unwrap_or(s.encapsulation);
             let bins = runtime::Binaries::find()?;
-            let l = up::up(s, encap, &datastore, &routing, &bins)?;
+            if ![1, 3, 5].contains(&etcd_members) || (etcd_members > 1 && datastore != "etcd") {
+                bail!("--etcd-members {etcd_members}: 1, 3 or 5, and more than one only with --datastore etcd");
+            }
+            let l = up::up(s, encap, &datastore, etcd_members, &routing, &bins)?;
             if !quiet {
                 views::next_steps(&l);
+            }
+        }
+        Cmd::Chaos {
+            seed,
+            minutes,
+            runtimes,
+            kill_percent,
+            check_every,
+        } => {
+            let mut l = LabState::current(lab)?;
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_secs())
+            });
+            let o = chaos::Options {
+                seed,
+                minutes,
+                runtimes: runtimes.max(1),
+                kill_percent: kill_percent.min(100),
+                check_every: std::time::Duration::from_secs(check_every.max(1)),
+                settle: std::time::Duration::from_secs(30),
+            };
+            if !chaos::run(&mut l, &runtime::Binaries::find()?, &o)? {
+                eprintln!("chaos: invariants broken (seed {seed})");
+                return Ok(ExitCode::FAILURE);
             }
         }
         Cmd::Apply { file } => {

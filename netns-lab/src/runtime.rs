@@ -62,31 +62,89 @@ pub fn network_config(lab: &LabState, node: &str) -> Value {
 
 /// Runs one CNI verb for `pod` as a runtime would; the reply (or the CNI error) as JSON.
 pub fn cni(bins: &Binaries, lab: &LabState, pod: &PodState, verb: &str) -> Result<Value> {
+    match cni_call(bins, lab, pod, verb, None)? {
+        Call::Done(reply) => Ok(reply),
+        Call::Failed { code, msg, details } => {
+            bail!(
+                "CNI {verb} for pod {}: error {code}: {msg} {details}",
+                pod.name
+            )
+        }
+        Call::Killed => bail!("CNI {verb} for pod {} was killed", pod.name),
+    }
+}
+
+/// How a plugin call ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    Done(Value),
+    /// The plugin's error reply.
+    Failed {
+        code: u64,
+        msg: String,
+        details: String,
+    },
+    /// SIGKILLed by the caller (a runtime's timeout).
+    Killed,
+}
+
+/// One CNI verb for `pod`, the plugin SIGKILLed after `kill_after` if it is still running (a
+/// runtime giving up on a slow call). An exit without exactly one JSON reply is an error.
+pub fn cni_call(
+    bins: &Binaries,
+    lab: &LabState,
+    pod: &PodState,
+    verb: &str,
+    kill_after: Option<std::time::Duration>,
+) -> Result<Call> {
     let mut conf = network_config(lab, &pod.node);
     if verb != "ADD" {
         if let Some(r) = &pod.result {
             conf["prevResult"] = r.clone();
         }
     }
+    let args = format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
+        pod.namespace, pod.name, pod.container_id
+    );
+    let env = [
+        ("CNI_COMMAND", verb.to_string()),
+        ("CNI_CONTAINERID", pod.container_id.clone()),
+        ("CNI_NETNS", LabState::netns_path(&pod.name)),
+        ("CNI_IFNAME", "eth0".into()),
+        ("CNI_ARGS", args),
+    ];
+    run_plugin(bins, &pod.node, &env, &conf, kill_after)
+}
+
+/// CNI GC on `node`: every attachment not in `valid` (container IDs, interface eth0) is
+/// forgotten: its address released, its host-side veth removed.
+pub fn cni_gc(bins: &Binaries, lab: &LabState, node: &str, valid: &[String]) -> Result<Call> {
+    let mut conf = network_config(lab, node);
+    conf["cni.dev/valid-attachments"] = valid
+        .iter()
+        .map(|id| json!({"containerID": id, "ifname": "eth0"}))
+        .collect();
+    run_plugin(bins, node, &[("CNI_COMMAND", "GC".into())], &conf, None)
+}
+
+/// The `podnet` plugin run in `node`'s namespace with `env` and `conf` on stdin.
+fn run_plugin(
+    bins: &Binaries,
+    node: &str,
+    env: &[(&str, String)],
+    conf: &Value,
+    kill_after: Option<std::time::Duration>,
+) -> Result<Call> {
     let mut cmd = Command::new(bins.path("podnet"));
     cmd.env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("CNI_COMMAND", verb)
-        .env("CNI_CONTAINERID", &pod.container_id)
-        .env("CNI_NETNS", LabState::netns_path(&pod.name))
-        .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", &bins.dir)
-        .env(
-            "CNI_ARGS",
-            format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={}",
-                pod.namespace, pod.name, pod.container_id
-            ),
-        )
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let node_ns = LabState::netns_path(&pod.node);
+    let node_ns = LabState::netns_path(node);
     procs::place(
         &mut cmd,
         &Placement {
@@ -101,22 +159,53 @@ pub fn cni(bins: &Binaries, lab: &LabState, pod: &PodState, verb: &str) -> Resul
         .take()
         .expect("piped")
         .write_all(conf.to_string().as_bytes());
+    let killed = match kill_after {
+        Some(after) => {
+            let start = std::time::Instant::now();
+            loop {
+                if child.try_wait()?.is_some() {
+                    break false;
+                }
+                if start.elapsed() >= after {
+                    let _ = child.kill();
+                    break true;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        None => false,
+    };
     let out = child.wait_with_output()?;
+    use std::os::unix::process::ExitStatusExt;
+    if killed && out.status.signal() == Some(libc::SIGKILL) {
+        return Ok(Call::Killed);
+    }
+    let what = env.first().map_or("", |(_, v)| v.as_str());
     let reply: Value = if out.stdout.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&out.stdout).context("read the plugin's reply")?
+        serde_json::from_slice(&out.stdout).with_context(|| {
+            format!(
+                "CNI {what}: the plugin's reply is not one JSON document: {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })?
     };
-    if !out.status.success() {
+    if out.status.success() {
+        return Ok(Call::Done(reply));
+    }
+    if reply["code"].as_u64().is_none() {
         bail!(
-            "CNI {verb} for pod {}: error {}: {} {}",
-            pod.name,
-            reply["code"],
-            reply["msg"].as_str().unwrap_or(""),
-            reply["details"].as_str().unwrap_or("")
+            "CNI {what}: the plugin failed ({}) without a CNI error reply; stderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok(reply)
+    Ok(Call::Failed {
+        code: reply["code"].as_u64().unwrap_or(0),
+        msg: reply["msg"].as_str().unwrap_or("").to_string(),
+        details: reply["details"].as_str().unwrap_or("").to_string(),
+    })
 }
 
 /// The command line a container runs: its `command` + `args`, else the image's built-in

@@ -129,9 +129,11 @@ pub fn start(lab: &mut LabState, bins: &Binaries) -> Result<()> {
         .sum();
     wait_for_proxies(&nodes, ports)?;
     // Any answer will do (NXDOMAIN too): the server is up.
-    let name = records.first().map_or(format!("kubernetes.default.svc.{DOMAIN}"), |r| {
-        format!("{}.{}.svc.{DOMAIN}", r.name, r.namespace)
-    });
+    let name = records
+        .first()
+        .map_or(format!("kubernetes.default.svc.{DOMAIN}"), |r| {
+            format!("{}.{}.svc.{DOMAIN}", r.name, r.namespace)
+        });
     wait_for_dns(&nodes, &name)
 }
 

@@ -71,9 +71,12 @@ pub struct LabState {
     /// `sqlite` (the file store.db) or `etcd` (an etcd in the fabric namespace).
     #[serde(default = "sqlite")]
     pub datastore: String,
-    /// The lab's etcd process, when it has one.
+    /// The lab's etcd members, when it runs on etcd.
     #[serde(default)]
-    pub etcd: Option<Proc>,
+    pub etcd_members: Vec<Proc>,
+    /// How many members the lab's etcd has (`up --etcd-members`).
+    #[serde(default = "one")]
+    pub etcd_size: usize,
     /// Who makes the routes to other nodes' blocks: `bgp` (BIRD on every node, the seed's way)
     /// or `datastore` (the agents themselves).
     #[serde(default = "datastore_routing")]
@@ -93,6 +96,10 @@ fn datastore_routing() -> String {
     "datastore".into()
 }
 
+fn one() -> usize {
+    1
+}
+
 fn sqlite() -> String {
     "sqlite".into()
 }
@@ -110,16 +117,23 @@ impl LabState {
         self.dir().join("store.db")
     }
 
-    /// The etcd URL the nodes use, when the lab runs on etcd.
-    pub fn etcd_url(&self) -> String {
-        format!("http://{}:2379", self.scenario.gateway)
+    /// The client URL of etcd member `m` (in the fabric, on the gateway address).
+    pub fn etcd_url(&self, m: usize) -> String {
+        format!("http://{}:{}", self.scenario.gateway, 2379 + 10000 * m)
+    }
+
+    /// Every member's client URL: what the nodes use, when the lab runs on etcd.
+    pub fn etcd_urls(&self) -> Vec<String> {
+        (0..self.etcd_size.max(1))
+            .map(|m| self.etcd_url(m))
+            .collect()
     }
 
     /// The datastore config every agent and CNI call uses.
     pub fn datastore_config(&self) -> podnet_ipam::DatastoreConfig {
         match self.datastore.as_str() {
             "etcd" => podnet_ipam::DatastoreConfig::Etcd {
-                endpoints: vec![self.etcd_url()],
+                endpoints: self.etcd_urls(),
                 prefix: None,
                 tls: None,
                 timeout_ms: None,

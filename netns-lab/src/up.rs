@@ -59,6 +59,7 @@ pub fn up(
     scenario: Scenario,
     encap: Encap,
     datastore: &str,
+    etcd_members: usize,
     routing: &str,
     bins: &Binaries,
 ) -> Result<LabState> {
@@ -105,7 +106,8 @@ pub fn up(
         pods: Vec::new(),
         complete: false,
         datastore: datastore.to_string(),
-        etcd: None,
+        etcd_members: Vec::new(),
+        etcd_size: etcd_members,
         routing: routing.to_string(),
         routers: Vec::new(),
         outside: Vec::new(),
@@ -323,21 +325,55 @@ fn pin_big_segments(lab: &LabState) -> Result<()> {
 /// The agents' datastore flags.
 fn store_flags(lab: &LabState) -> Vec<String> {
     match lab.datastore.as_str() {
-        "etcd" => vec!["--etcd-endpoints".into(), lab.etcd_url()],
+        "etcd" => vec!["--etcd-endpoints".into(), lab.etcd_urls().join(",")],
         _ => vec!["--datastore".into(), lab.store().display().to_string()],
     }
 }
 
-/// An etcd in the fabric namespace on the gateway address, where every node reaches it.
+/// The lab's etcd in the fabric namespace on the gateway address, where every node reaches
+/// it: one member, or a cluster of `etcd_size` (client ports 2379, 12379, 22379...).
 fn start_etcd(lab: &mut LabState) -> Result<()> {
-    let url = lab.etcd_url();
-    let data = lab.dir().join("etcd");
+    for m in 0..lab.etcd_size.max(1) {
+        start_etcd_member(lab, m)?;
+    }
+    lab.save()?;
+    let ns = Netns::open(LabState::netns_path(&lab.fabric()))?;
+    let start = Instant::now();
+    for m in 0..lab.etcd_size.max(1) {
+        let addr = format!("{}:{}", lab.scenario.gateway, 2379 + 10000 * m);
+        while !ns.run(|| std::net::TcpStream::connect(&addr).is_ok())? {
+            if start.elapsed() > Duration::from_secs(20) {
+                bail!(
+                    "etcd member {m} did not start; see {}",
+                    lab.logs().join(format!("etcd-{m}.log")).display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// Starts etcd member `m` (at `up`, or again after it was killed: its data dir makes it
+/// rejoin); the caller saves the state.
+pub fn start_etcd_member(lab: &mut LabState, m: usize) -> Result<()> {
+    let size = lab.etcd_size.max(1);
+    let peer = |i: usize| format!("http://127.0.0.1:{}", 2380 + 10000 * i);
+    let name = |i: usize| format!("{}-{i}", lab.name);
+    let cluster: Vec<String> = (0..size)
+        .map(|i| format!("{}={}", name(i), peer(i)))
+        .collect();
+    let cluster = cluster.join(",");
+    let url = lab.etcd_url(m);
+    let data = lab.dir().join("etcd").join(m.to_string());
+    let me = name(m);
+    let peer_url = peer(m);
     let member = EtcdMember {
-        name: &lab.name,
+        name: &me,
         data_dir: &data,
         client_url: &url,
-        peer_url: "http://127.0.0.1:2380",
-        cluster: None,
+        peer_url: &peer_url,
+        cluster: Some(&cluster),
     };
     let mut cmd = Command::new("etcd");
     cmd.args(member.args()).env("PODNET_LAB", &lab.name);
@@ -349,21 +385,11 @@ fn start_etcd(lab: &mut LabState) -> Result<()> {
             pod: PodNs::NONE,
             detach: true,
         },
-        &lab.logs().join("etcd.log"),
+        &lab.logs().join(format!("etcd-{m}.log")),
     )?;
-    lab.etcd = Some(p);
-    lab.save()?;
-    let ns = Netns::open(&fabric)?;
-    let addr = format!("{}:2379", lab.scenario.gateway);
-    let start = Instant::now();
-    while !ns.run(|| std::net::TcpStream::connect(&addr).is_ok())? {
-        if start.elapsed() > Duration::from_secs(20) {
-            bail!(
-                "etcd did not start; see {}",
-                lab.logs().join("etcd.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    match lab.etcd_members.get_mut(m) {
+        Some(slot) => *slot = p,
+        None => lab.etcd_members.push(p),
     }
     Ok(())
 }
@@ -379,8 +405,16 @@ fn write_pool(lab: &LabState) -> Result<()> {
 }
 
 fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
-    let pool = lab.scenario.pool.clone();
     for i in 0..lab.nodes.len() {
+        start_agent(lab, bins, i)?;
+    }
+    lab.save()
+}
+
+/// Starts node `i`'s agent (at `up`, or again after it died); the caller saves the state.
+pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> {
+    let pool = lab.scenario.pool.clone();
+    {
         let node = lab.scenario.nodes[i].clone();
         let mut cmd = Command::new(bins.path("podnet-agent"));
         cmd.args([
@@ -420,7 +454,7 @@ fn start_agents(lab: &mut LabState, bins: &Binaries) -> Result<()> {
         )?;
         lab.nodes[i].agent = Some(p);
     }
-    lab.save()
+    Ok(())
 }
 
 /// Waits until every node's kernel has a route to every node's block (the agent's, or BIRD's

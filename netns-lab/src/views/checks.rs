@@ -2,13 +2,14 @@
 //! seed-specific checks run when the seed's pods are there; the general ones run on any lab.
 
 use super::trace::{addresses, ping, resolve, trace};
+use crate::block_routes;
 use crate::inventory::Inventory;
 use crate::procs::{self, Placement, PodNs};
 use crate::runtime::{self, Binaries};
 use crate::state::{self, LabState, PodState};
 use anyhow::{Context, Result};
 use ipnet::Ipv4Net;
-use podnet_netlink::{Netlink, Netns, RouteKind, ROUTE_PROTOCOL};
+use podnet_netlink::{Netlink, Netns, ROUTE_PROTOCOL};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -237,6 +238,10 @@ fn node_routes(lab: &LabState, inv: &Inventory, node: &str) -> Result<(), String
     let mut nl = Netns::open(LabState::netns_path(node))
         .and_then(|n| n.run(Netlink::open)?)
         .map_err(|e| e.to_string())?;
+    let blocks = block_routes::blocks(lab).map_err(|e| e.to_string())?;
+    let have =
+        block_routes::have(&mut nl, lab.block_route_protocol()).map_err(|e| e.to_string())?;
+    expect(have, block_routes::want(lab, inv, node, &blocks))?;
     let links: std::collections::HashMap<u32, String> = nl
         .links()
         .map_err(|e| e.to_string())?
@@ -244,69 +249,6 @@ fn node_routes(lab: &LabState, inv: &Inventory, node: &str) -> Result<(), String
         .map(|l| (l.index, l.name))
         .collect();
     let routes = nl.routes().map_err(|e| e.to_string())?;
-    let protocol = lab.block_route_protocol();
-    let mut have: Vec<String> = routes
-        .iter()
-        .filter(|r| r.protocol == protocol)
-        .map(|r| match r.kind {
-            RouteKind::Blackhole => format!("blackhole {}", r.dst),
-            RouteKind::Unicast => format!(
-                "{} via {} dev {}{}",
-                r.dst,
-                r.gateway.map(|g| g.to_string()).unwrap_or_default(),
-                r.oif
-                    .and_then(|i| links.get(&i).cloned())
-                    .unwrap_or_default(),
-                if r.onlink { " onlink" } else { "" }
-            ),
-        })
-        .collect();
-    have.sort();
-    let me = lab
-        .scenario
-        .nodes
-        .iter()
-        .find(|n| n.name == node)
-        .ok_or(format!("no node {node}"))?;
-    let (subnet, gateway) = lab.scenario.uplink_of(me);
-    let cross = lab.scenario.cross_subnet;
-    let mut want: Vec<String> = inv
-        .records
-        .iter()
-        .filter_map(|r| {
-            let block = lab
-                .scenario
-                .nodes
-                .iter()
-                .find(|n| n.name == r.name)?
-                .block?;
-            // Off the node's subnet, unencapsulated traffic goes by its router.
-            let same_subnet = subnet.contains(&r.ip);
-            let plain = if same_subnet { r.ip } else { gateway };
-            Some(if r.name == node {
-                format!("blackhole {block}")
-            } else {
-                match lab.encapsulation.as_str() {
-                    "ipip" | "vxlan" if cross && same_subnet => {
-                        format!("{block} via {plain} dev ens3")
-                    }
-                    "ipip" => format!("{block} via {} dev tunl0 onlink", r.ip),
-                    "vxlan" => format!("{block} via {} dev vxlan.calico onlink", r.tunnel_ip?),
-                    _ => format!("{block} via {plain} dev ens3"),
-                }
-            })
-        })
-        .collect();
-    want.sort();
-    if lab.scenario.nodes.iter().all(|n| n.block.is_some()) {
-        expect(have, want)?;
-    } else if have.len() < lab.nodes.len() {
-        return Err(format!(
-            "{} owned routes for {} nodes",
-            have.len(),
-            lab.nodes.len()
-        ));
-    }
     for p in lab.pods.iter().filter(|p| p.node == node) {
         let ip: Ipv4Net = p
             .ip()
