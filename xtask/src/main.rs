@@ -4,6 +4,7 @@
 //! Plain `std::process::Command` and `anyhow`: this is glue, run by developers and CI.
 
 mod bench;
+mod chaos;
 mod deps;
 mod sh;
 mod test;
@@ -29,6 +30,9 @@ enum Task {
     Test(test::Args),
     /// Measure podnet against the reference implementations, in one run.
     Bench(bench::Args),
+    /// A long chaos run on a generated lab (`--minutes`, `--seed` to replay, `--datastore
+    /// etcd`): pod churn with kills, agents, BIRD and etcd members killed, invariants checked.
+    Chaos(chaos::Args),
     /// Run a command under a Debian kernel with IPIP, in qemu (`vm -- CMD`, `vm --shell`).
     Vm(vm::Args),
     /// Build the binaries and run `podnet-lab` with these arguments (`lab up`, `lab test`,
@@ -57,5 +61,6 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::Lab { args } => lab(args),
         Task::Vm(args) => vm::run(args),
+        Task::Chaos(args) => chaos::run(args),
     }
 }

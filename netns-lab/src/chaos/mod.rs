@@ -309,9 +309,26 @@ fn report(churn: &Churn<'_>, faults: &faults::Faults, t: &Tally, took: Duration)
         "  contract     {} plugin calls without exactly one JSON reply",
         n(&c.contract)
     );
+    let violations = t.violations.len() + n(&c.contract) as usize;
     println!(
-        "  invariants   {} checks, {} violations",
-        t.checks,
-        t.violations.len() + n(&c.contract) as usize
+        "  invariants   {} checks, {violations} violations",
+        t.checks
+    );
+    // The same, one line for scripts.
+    println!(
+        "chaos-figures adds={} adds_failed={} adds_killed={} dels={} dels_failed={} dels_killed={} \
+         agent_kills={} bird_kills={} routes_deleted={} etcd_kills={} gc_runs={} checks={} violations={violations}",
+        n(&c.adds),
+        n(&c.adds_failed),
+        n(&c.adds_killed),
+        n(&c.dels),
+        n(&c.dels_failed),
+        n(&c.dels_killed),
+        f.agent_kills,
+        f.bird_kills,
+        f.routes_deleted,
+        f.etcd_kills,
+        t.gc_runs,
+        t.checks
     );
 }
