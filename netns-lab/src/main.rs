@@ -1,29 +1,10 @@
 //! `podnet-lab`: the seed's cluster (or any scenario) built from network namespaces on one
 //! machine, driven by the real podnet binaries, and the commands to look at it.
 
-mod apply;
-mod block_routes;
-mod chaos;
-mod cluster_dns;
-mod dns;
-mod down;
-mod inventory;
-mod outside;
-mod pod_files;
-mod pods;
-mod procs;
-mod progress;
-mod proxy;
-mod routers;
-mod runtime;
-mod scenario;
-mod serve;
-mod services;
-mod services_up;
-mod state;
-mod stub_resolver;
-mod up;
-mod views;
+use podnet_lab::{
+    apply, chaos, cluster_dns, dns, down, proxy, runtime, scenario, serve, state, stub_resolver,
+    up, views,
+};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -206,6 +187,23 @@ enum Cmd {
         #[arg(long, default_value_t = 15)]
         check_every: u64,
     },
+    /// The running lab under steady churn: pods added and removed, nodes joining and
+    /// leaving, the invariants checked; agents' memory and descriptors, ADD/DEL latency and
+    /// the datastore's size reported. Exit 1 on any violation.
+    Soak {
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 16)]
+        runtimes: usize,
+        /// Seconds between checks.
+        #[arg(long, default_value_t = 20)]
+        check_every: u64,
+        /// Seconds between a node joining or leaving.
+        #[arg(long, default_value_t = 15)]
+        node_every: u64,
+    },
     /// (used inside the lab) a node's service proxy: the lab's Services into the node's
     /// nftables table ip podnet-proxy.
     #[command(hide = true)]
@@ -374,11 +372,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             check_every,
         } => {
             let mut l = LabState::current(lab)?;
-            let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_secs())
-            });
+            let seed = seed.unwrap_or_else(clock_seed);
             let o = chaos::Options {
                 seed,
                 minutes,
@@ -389,6 +383,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             if !chaos::run(&mut l, &runtime::Binaries::find()?, &o)? {
                 eprintln!("chaos: invariants broken (seed {seed})");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Soak {
+            seed,
+            minutes,
+            runtimes,
+            check_every,
+            node_every,
+        } => {
+            let mut l = LabState::current(lab)?;
+            let o = chaos::soak::Options {
+                seed: seed.unwrap_or_else(clock_seed),
+                minutes,
+                runtimes: runtimes.max(1),
+                check_every: std::time::Duration::from_secs(check_every.max(1)),
+                node_every: std::time::Duration::from_secs(node_every.max(1)),
+            };
+            if !chaos::soak::run(&mut l, &runtime::Binaries::find()?, &o)? {
+                eprintln!("soak: invariants broken (seed {})", o.seed);
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -569,6 +583,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A seed from the clock, for runs not asked to replay one.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! A short chaos run with a fixed seed on each datastore (what `cargo xtask test` runs; the
-//! long one is `cargo xtask chaos`): it must break no invariant, and do real work on the way
-//! (calls completed and killed, every kind of fault, checks run).
+//! A short chaos run with a fixed seed on each datastore, and a short soak (what `cargo xtask
+//! test` runs; the long ones are `cargo xtask chaos` and `cargo xtask soak`): they must break
+//! no invariant, and do real work on the way (calls completed and killed, every kind of
+//! fault, nodes joining and leaving, checks run).
 
 use serial_test::serial;
 use std::collections::HashMap;
@@ -38,14 +39,19 @@ fn chaos_run(up_args: &[&str], seed: &str) -> HashMap<String, u64> {
         text.contains(&format!("seed {seed} (replay with --seed {seed})")),
         "{text}"
     );
+    figures(&text, "chaos-figures ")
+}
+
+/// The `k=v` figures of the report line starting with `prefix`.
+fn figures(text: &str, prefix: &str) -> HashMap<String, u64> {
     let line = text
         .lines()
-        .find_map(|l| l.strip_prefix("chaos-figures "))
+        .find_map(|l| l.strip_prefix(prefix))
         .unwrap_or_else(|| panic!("no figures in\n{text}"));
     line.split_whitespace()
         .filter_map(|kv| {
             let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.parse().ok()?))
+            Some((k.to_string(), v.parse::<f64>().ok()? as u64))
         })
         .collect()
 }
@@ -89,4 +95,42 @@ fn chaos_on_a_three_member_etcd_breaks_no_invariant() {
     let f = chaos_run(&["--datastore", "etcd", "--etcd-members", "3"], "2");
     assert_eq!(f["violations"], 0);
     all_happened(&f, &["adds", "adds_killed", "dels_killed", "etcd_kills"]);
+}
+
+#[test]
+#[ignore = "needs root"]
+#[serial]
+fn a_short_soak_with_nodes_joining_and_leaving_breaks_no_invariant() {
+    let name = "gen3x0";
+    let _ = lab(&["--lab", name, "down"]);
+    ok(&["up", "--nodes", "3", "--quiet"]);
+    let out = lab(&[
+        "--lab",
+        name,
+        "soak",
+        "--seed",
+        "4",
+        "--minutes",
+        "0.6",
+        "--runtimes",
+        "8",
+        "--check-every",
+        "10",
+        "--node-every",
+        "6",
+    ]);
+    let nodes_after = ok(&["--lab", name, "get", "nodes"]);
+    ok(&["--lab", name, "down"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "soak broke invariants:\n{text}");
+    let f = figures(&text, "soak-figures ");
+    assert_eq!(f["violations"], 0);
+    all_happened(&f, &["adds", "dels", "joins", "leaves", "checks"]);
+    assert!(text.contains("p99 ADD"), "{text}");
+    // The nodes that joined have left again.
+    assert_eq!(nodes_after.lines().count(), 4, "{nodes_after}");
 }

@@ -6,6 +6,7 @@
 mod bench;
 mod chaos;
 mod deps;
+mod fuzz;
 mod sh;
 mod test;
 mod vm;
@@ -33,6 +34,11 @@ enum Task {
     /// A long chaos run on a generated lab (`--minutes`, `--seed` to replay, `--datastore
     /// etcd`): pod churn with kills, agents, BIRD and etcd members killed, invariants checked.
     Chaos(chaos::Args),
+    /// A long soak on a generated lab (`--minutes`): steady pod and node churn, invariants
+    /// checked, agents' memory and descriptors, latency and datastore size reported.
+    Soak(chaos::SoakArgs),
+    /// Coverage-guided fuzzing of a parser (`fuzz cni_config --seconds 300`, or `fuzz all`).
+    Fuzz(fuzz::Args),
     /// Run a command under a Debian kernel with IPIP, in qemu (`vm -- CMD`, `vm --shell`).
     Vm(vm::Args),
     /// Build the binaries and run `podnet-lab` with these arguments (`lab up`, `lab test`,
@@ -62,5 +68,7 @@ fn main() -> Result<()> {
         Task::Lab { args } => lab(args),
         Task::Vm(args) => vm::run(args),
         Task::Chaos(args) => chaos::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
+        Task::Soak(args) => chaos::soak(args),
     }
 }

@@ -1,6 +1,6 @@
 //! `cargo xtask test`: everything CI runs. Installs what is missing, lints the GitHub workflow,
 //! builds as the calling user, runs unit tests as that user and the root tests (marked
-//! `#[ignore = "needs root"]`) as root. Root tests are never skipped silently: without root
+//! `#[ignore = "needs root"]`) as root, then every fuzz target for a few seconds. Root tests are never skipped silently: without root
 //! and without sudo this fails and says why. The IPIP suite (tests named `ipip_`) runs
 //! natively where the kernel has IPIP, else in one boot of `cargo xtask vm`; the `ipip_vm_`
 //! tests (they unload kernel modules) run in the VM always.
@@ -76,6 +76,9 @@ pub fn run(args: Args) -> Result<()> {
                 .args(&args.test_args),
         )?;
     }
+    if args.test_args.is_empty() {
+        fuzz_briefly()?;
+    }
     if native_ipip {
         eprintln!(
             "IPIP suite: ran natively (this kernel has IPIP); the ipip_vm_ tests go to the VM"
@@ -84,6 +87,22 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("IPIP suite: this kernel has no IPIP, so the ipip_ tests run under a Debian kernel in qemu (cargo xtask vm)");
     ipip_in_vm("ipip_")
+}
+
+/// Seconds each fuzz target runs in the suite (`cargo xtask fuzz` for longer).
+const FUZZ_SECONDS: u64 = 20;
+
+/// Every fuzz target for a moment, from its corpus: a crash or a hang fails the suite.
+fn fuzz_briefly() -> Result<()> {
+    eprintln!(
+        "fuzzing each of the {} parsers' targets for {FUZZ_SECONDS} s",
+        crate::fuzz::TARGETS.len()
+    );
+    crate::fuzz::build()?;
+    for t in crate::fuzz::TARGETS {
+        crate::fuzz::fuzz(t, FUZZ_SECONDS)?;
+    }
+    Ok(())
 }
 
 /// True if this kernel has IPIP without loading anything: the module is loaded or built in.

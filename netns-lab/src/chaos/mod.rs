@@ -12,6 +12,7 @@ mod faults;
 mod invariants;
 mod runtimes;
 mod snapshot;
+pub mod soak;
 
 use crate::runtime::{self, Binaries, Call};
 use crate::state::LabState;
@@ -55,21 +56,8 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
         lab.name, o.seed, o.seed, o.minutes, o.runtimes, o.kill_percent
     );
     let host_before = host_snapshot()?;
-    let slots: Vec<Slot> = (0..o.runtimes)
-        .map(|i| Slot {
-            sandbox: format!("{}-rt{i}", lab.name),
-            node: lab.nodes[i % lab.nodes.len()].name.clone(),
-            phase: Mutex::new(Phase::Idle),
-        })
-        .collect();
-    // Recorded first, so `down` removes them whatever happens next.
-    for s in &slots {
-        lab.namespaces.push(LabState::netns_path(&s.sandbox));
-    }
-    lab.save()?;
-    for s in &slots {
-        netns::create(LabState::netns_path(&s.sandbox))?;
-    }
+    let nodes: Vec<String> = lab.nodes.iter().map(|n| n.name.clone()).collect();
+    let slots = sandboxes(lab, o.runtimes, &nodes)?;
     let nft_before = snapshot::egress_tables(lab)?.into_iter().collect();
     let churn_lab = lab.clone();
     let churn = Churn {
@@ -81,6 +69,8 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
         counts: Default::default(),
         log: Default::default(),
         kill_percent: o.kill_percent,
+        latencies: Default::default(),
+        started: Instant::now(),
     };
     let mut tally = Tally::default();
     let mut faults = faults::Faults::default();
@@ -111,6 +101,26 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
     }
     report(&churn, &faults, &tally, started.elapsed());
     Ok(tally.violations.is_empty() && churn.counts.contract.load(Ordering::Relaxed) == 0)
+}
+
+/// A pod sandbox (a network namespace) for each of `runtimes` runtimes, on `nodes` round
+/// robin; recorded in the lab's state first, so `down` removes them whatever happens next.
+fn sandboxes(lab: &mut LabState, runtimes: usize, nodes: &[String]) -> Result<Vec<Slot>> {
+    let slots: Vec<Slot> = (0..runtimes)
+        .map(|i| Slot {
+            sandbox: format!("{}-rt{i}", lab.name),
+            node: nodes[i % nodes.len()].clone(),
+            phase: Mutex::new(Phase::Idle),
+        })
+        .collect();
+    for s in &slots {
+        lab.namespaces.push(LabState::netns_path(&s.sandbox));
+    }
+    lab.save()?;
+    for s in &slots {
+        netns::create(LabState::netns_path(&s.sandbox))?;
+    }
+    Ok(slots)
 }
 
 /// Faults at random moments until the time is up, a check every `check_every`.

@@ -60,6 +60,16 @@ pub struct Churn<'a> {
     pub log: Mutex<VecDeque<String>>,
     /// Percent of calls killed.
     pub kill_percent: u32,
+    /// Completed ADDs and DELs: when (since `started`), which, how long.
+    pub latencies: Mutex<Vec<(Duration, Verb, Duration)>>,
+    pub started: std::time::Instant,
+}
+
+/// ADD or DEL, for the latency figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Add,
+    Del,
 }
 
 const LOG_KEEP: usize = 200;
@@ -81,28 +91,32 @@ impl Churn<'_> {
         while !self.stop.load(Ordering::Relaxed) {
             n += 1;
             let id = format!("chaos{seed:x}r{i}p{n}");
-            *slot.phase.lock().unwrap() = Phase::Limbo(id.clone());
             let pod = self.pod(slot, &id, None);
-            match self.call(&mut rng, &pod, "ADD") {
-                Some(Call::Done(result)) => {
-                    let ip = result["ips"][0]["address"]
-                        .as_str()
-                        .and_then(|a| a.split('/').next()?.parse().ok());
-                    match ip {
-                        Some(ip) => {
-                            *slot.phase.lock().unwrap() = Phase::Attached(id.clone(), ip);
-                            self.counts.adds.fetch_add(1, Ordering::Relaxed);
-                            std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
-                            let pod = self.pod(slot, &id, Some(result));
-                            self.del_until_done(&mut rng, slot, &pod);
-                        }
-                        None => {
-                            self.counts.contract.fetch_add(1, Ordering::Relaxed);
-                            self.note(format!("{id}: ADD result without an address: {result}"));
-                            self.del_until_done(&mut rng, slot, &pod);
-                        }
-                    }
+            // The gate is held from the phase change through the call to the phase it leads
+            // to, so a check never sees a phase the kernel and the datastore are not in.
+            let open = self.gate.read().unwrap();
+            *slot.phase.lock().unwrap() = Phase::Limbo(id.clone());
+            let added = self.call(&mut rng, &pod, "ADD");
+            if let Some(Call::Done(result)) = &added {
+                if let Some(ip) = address_of(result) {
+                    *slot.phase.lock().unwrap() = Phase::Attached(id.clone(), ip);
                 }
+            }
+            drop(open);
+            match added {
+                Some(Call::Done(result)) => match address_of(&result) {
+                    Some(_) => {
+                        self.counts.adds.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(rng.random_range(0..300)));
+                        let pod = self.pod(slot, &id, Some(result));
+                        self.del_until_done(&mut rng, slot, &pod);
+                    }
+                    None => {
+                        self.counts.contract.fetch_add(1, Ordering::Relaxed);
+                        self.note(format!("{id}: ADD result without an address: {result}"));
+                        self.del_until_done(&mut rng, slot, &pod);
+                    }
+                },
                 Some(Call::Killed) => {
                     self.counts.adds_killed.fetch_add(1, Ordering::Relaxed);
                     self.del_until_done(&mut rng, slot, &pod);
@@ -118,31 +132,39 @@ impl Churn<'_> {
     /// DEL until one completes (killed or failed ones are retried, a moment later).
     fn del_until_done(&self, rng: &mut StdRng, slot: &Slot, pod: &PodState) {
         loop {
-            match self.call(rng, pod, "DEL") {
-                Some(Call::Done(_)) => {
-                    *slot.phase.lock().unwrap() = Phase::Idle;
-                    self.counts.dels.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                Some(Call::Killed) => {
-                    *slot.phase.lock().unwrap() = Phase::Limbo(pod.container_id.clone());
-                    self.counts.dels_killed.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(Call::Failed { .. }) | None => {
-                    *slot.phase.lock().unwrap() = Phase::Limbo(pod.container_id.clone());
-                    self.counts.dels_failed.fetch_add(1, Ordering::Relaxed);
-                }
+            let open = self.gate.read().unwrap();
+            let deleted = self.call(rng, pod, "DEL");
+            if let Some(Call::Done(_)) = deleted {
+                *slot.phase.lock().unwrap() = Phase::Idle;
+                self.counts.dels.fetch_add(1, Ordering::Relaxed);
+                return;
             }
+            *slot.phase.lock().unwrap() = Phase::Limbo(pod.container_id.clone());
+            drop(open);
+            match deleted {
+                Some(Call::Killed) => self.counts.dels_killed.fetch_add(1, Ordering::Relaxed),
+                _ => self.counts.dels_failed.fetch_add(1, Ordering::Relaxed),
+            };
             std::thread::sleep(Duration::from_millis(rng.random_range(5..50)));
         }
     }
 
-    /// One plugin call, killed now and then; `None` when the call itself went wrong.
+    /// One plugin call, killed now and then; `None` when the call itself went wrong. The
+    /// caller holds the gate.
     fn call(&self, rng: &mut StdRng, pod: &PodState, verb: &str) -> Option<Call> {
         let kill = (rng.random_range(0..100) < self.kill_percent)
             .then(|| Duration::from_micros(rng.random_range(0..40_000)));
-        let _open = self.gate.read().unwrap();
-        match runtime::cni_call(self.bins, self.lab, pod, verb, kill) {
+        let start = std::time::Instant::now();
+        let outcome = runtime::cni_call(self.bins, self.lab, pod, verb, kill);
+        if let Ok(Call::Done(_)) = &outcome {
+            let v = if verb == "ADD" { Verb::Add } else { Verb::Del };
+            self.latencies.lock().unwrap().push((
+                start.duration_since(self.started),
+                v,
+                start.elapsed(),
+            ));
+        }
+        match outcome {
             Ok(Call::Failed { code, msg, details }) => {
                 self.note(format!(
                     "{} {verb}: error {code}: {msg} {details}",
@@ -177,4 +199,11 @@ impl Churn<'_> {
             created: 0,
         }
     }
+}
+
+/// The pod's address in an ADD result.
+fn address_of(result: &serde_json::Value) -> Option<Ipv4Addr> {
+    result["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next()?.parse().ok())
 }
