@@ -13,9 +13,11 @@ use ipnet::Ipv4Net;
 use podnet_netlink::{netns, Netlink, Netns, Uplink};
 use std::net::Ipv4Addr;
 
-/// A name and a fabric address nobody has (a node that left may be replaced by one with its
-/// name and address, as a machine is; its uplink announces itself, see
-/// [`crate::up::announce_uplinks`]).
+/// A name and a fabric address nobody has, and none of a node that left. A node
+/// that came back at once under the address of one just gone would be sent to the old MAC:
+/// its peers' neighbour entries stay REACHABLE for up to 45 s after the last TCP ACK of the
+/// old machine's BGP session, so BGP would not meet the new one for most of a minute (seen in
+/// the soak). A cluster reusing an address within seconds is rare; the soak does not.
 fn new_node(lab: &LabState) -> Result<Node> {
     let s = &lab.scenario;
     let taken = |name: &str| {
@@ -26,7 +28,13 @@ fn new_node(lab: &LabState) -> Result<Node> {
         .map(|k| format!("node{k}"))
         .find(|n| !taken(n))
         .expect("a free name");
-    let used: Vec<Ipv4Addr> = s.nodes.iter().map(|n| n.ip).chain([s.gateway]).collect();
+    let used: Vec<Ipv4Addr> = s
+        .nodes
+        .iter()
+        .map(|n| n.ip)
+        .chain([s.gateway])
+        .chain(lab.retired_ips.iter().copied())
+        .collect();
     let ip = s
         .fabric
         .hosts()
@@ -61,7 +69,6 @@ pub fn add(lab: &mut LabState, bins: &Binaries) -> Result<(String, Ipv4Addr)> {
     lab.save()?;
     let ns = netns::create(&path)?;
     ns.run(crate::up::answer_every_probe)??;
-    ns.run(crate::up::announce_uplinks)??;
     let (subnet, gateway) = lab.scenario.uplink_of(&node);
     let mut fabric = Netns::open(LabState::netns_path(&lab.fabric()))?.run(Netlink::open)??;
     let br = fabric.link("br0")?.context("the fabric has no br0")?;
@@ -114,6 +121,9 @@ pub fn remove(lab: &mut LabState, name: &str) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(lab.node_dir(name));
     lab.nodes.remove(i);
+    if let Some(n) = lab.scenario.nodes.iter().find(|n| n.name == name) {
+        lab.retired_ips.push(n.ip);
+    }
     lab.scenario.nodes.retain(|n| n.name != name);
     lab.namespaces.retain(|n| *n != path);
     lab.save()

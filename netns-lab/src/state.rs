@@ -71,6 +71,10 @@ pub struct LabState {
     /// `sqlite` (the file store.db) or `etcd` (an etcd in the fabric namespace).
     #[serde(default = "sqlite")]
     pub datastore: String,
+    /// Addresses of nodes that left the running lab: never given to a new node (see
+    /// `nodes::add`).
+    #[serde(default)]
+    pub retired_ips: Vec<std::net::Ipv4Addr>,
     /// The lab's etcd members, when it runs on etcd.
     #[serde(default)]
     pub etcd_members: Vec<Proc>,

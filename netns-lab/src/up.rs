@@ -106,6 +106,7 @@ pub fn up(
         pods: Vec::new(),
         complete: false,
         datastore: datastore.to_string(),
+        retired_ips: Vec::new(),
         etcd_members: Vec::new(),
         etcd_size: etcd_members,
         routing: routing.to_string(),
@@ -235,7 +236,6 @@ fn build_fabric_and_nodes(lab: &mut LabState) -> Result<()> {
     for (i, node) in nodes.iter().enumerate() {
         let ns = netns::create(LabState::netns_path(&node.name))?;
         ns.run(answer_every_probe)??;
-        ns.run(announce_uplinks)??;
         let (subnet, gateway) = lab.scenario.uplink_of(node);
         let net = lab.scenario.network_of(node);
         let bridge = bridges.iter().find(|(n, _)| n == net).expect("validated").1;
@@ -519,14 +519,6 @@ fn wait_for_routes(lab: &LabState) -> Result<()> {
 /// blank out the hops of a second `trace` run soon after the first.
 pub fn answer_every_probe() -> Result<()> {
     podnet_netlink::sysctl::write("net.ipv4.icmp_ratelimit", "0")?;
-    Ok(())
-}
-
-/// In a node's namespace, before its uplink exists: the uplink announces itself when it
-/// comes up (gratuitous ARP, as a machine's network set-up does), so a node that takes the
-/// address of one just gone is not sent to the old one's MAC by its peers' neighbour caches.
-pub fn announce_uplinks() -> Result<()> {
-    podnet_netlink::sysctl::write("net.ipv4.conf.default.arp_notify", "1")?;
     Ok(())
 }
 
