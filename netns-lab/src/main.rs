@@ -379,7 +379,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 runtimes: runtimes.max(1),
                 kill_percent: kill_percent.min(100),
                 check_every: std::time::Duration::from_secs(check_every.max(1)),
-                settle: std::time::Duration::from_secs(30),
+                // After BIRD restarts its kernel protocol syncs only once graceful-restart
+                // recovery ends (at most BIRD's `graceful restart wait`, 240 s): a route
+                // deleted while BIRD was down can take that long to return.
+                settle: std::time::Duration::from_secs(250),
             };
             if !chaos::run(&mut l, &runtime::Binaries::find()?, &o)? {
                 eprintln!("chaos: invariants broken (seed {seed})");

@@ -61,6 +61,12 @@ pub const ETCD: Package = Package {
     provides: "/usr/bin/etcd",
 };
 
+/// libFuzzer (the fuzz targets' engine) is C++, built by the `libfuzzer-sys` crate.
+pub const GXX: Package = Package {
+    name: "g++",
+    provides: "/usr/bin/g++",
+};
+
 /// What building the workspace needs.
 pub fn ensure_build() -> Result<()> {
     ensure(&[&PROTOC, &PROTOBUF_TYPES])

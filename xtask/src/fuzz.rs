@@ -54,6 +54,7 @@ fn host() -> Result<String> {
 }
 
 pub fn build() -> Result<()> {
+    crate::deps::ensure(&[&crate::deps::GXX])?;
     let root = sh::root();
     let flags = [
         "-Cpasses=sancov-module",

@@ -3,7 +3,8 @@
 //! seconds; every second the resident memory and open file descriptors of each agent of the
 //! lab's first nodes are sampled. The report: their growth per hour (a least-squares slope),
 //! ADD and DEL p99 latency window by window, and the datastore's live size (SQLite pages in
-//! use, what a VACUUM would keep) at the start and at the end.
+//! use, what a VACUUM would keep) window by window: it levels off once the store's watch
+//! history reaches its cap (the last 10,000 revisions).
 
 use super::runtimes::{Churn, Verb};
 use super::{check, remove_sandboxes, sandboxes, Tally};
@@ -57,6 +58,8 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
     };
     let mut tally = Tally::default();
     let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
+    // The datastore's live size now and then: bounded means it levels off.
+    let mut sizes: Vec<(f64, u64)> = Vec::new();
     let mut joined: Vec<(String, std::net::Ipv4Addr)> = Vec::new();
     let (mut joins, mut leaves) = (0u64, 0u64);
     let run = std::thread::scope(|scope| -> Result<()> {
@@ -72,6 +75,9 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
             while Instant::now() < deadline {
                 std::thread::sleep(Duration::from_secs(1));
                 sample(lab, &first_nodes, churn.started, &mut samples);
+                if let Some(b) = live_size(lab) {
+                    sizes.push((churn.started.elapsed().as_secs_f64(), b));
+                }
                 if Instant::now() >= next_node {
                     // Join while fewer than two extra nodes are up, else leave; now and then
                     // the other way round.
@@ -128,6 +134,7 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
         &churn,
         &tally,
         &samples,
+        &sizes,
         (joins, leaves),
         (size_before, size_after),
     );
@@ -211,6 +218,7 @@ fn report(
     churn: &Churn<'_>,
     t: &Tally,
     samples: &BTreeMap<String, Vec<Sample>>,
+    sizes: &[(f64, u64)],
     (joins, leaves): (u64, u64),
     (before, after): (Option<u64>, Option<u64>),
 ) {
@@ -252,11 +260,18 @@ fn report(
                 .collect()
         };
         let (mut a, mut d) = (pick(Verb::Add), pick(Verb::Del));
-        rows.push((lo, a.len(), p99(&mut a), p99(&mut d)));
+        let size = sizes
+            .iter()
+            .filter(|(at, _)| (lo..hi).contains(at))
+            .map(|(_, b)| *b)
+            .max()
+            .unwrap_or(0);
+        rows.push((lo, a.len(), p99(&mut a), p99(&mut d), size));
     }
-    for (lo, count, a, d) in &rows {
+    for (lo, count, a, d, size) in &rows {
         println!(
-            "  from {lo:>6.0} s   {count:>5} ADDs   p99 ADD {a:>7.1} ms   p99 DEL {d:>7.1} ms"
+            "  from {lo:>6.0} s   {count:>5} ADDs   p99 ADD {a:>7.1} ms   p99 DEL {d:>7.1} ms   store {:>6} KiB",
+            size / 1024
         );
     }
     let first = rows.first().map_or(0.0, |r| r.2);
