@@ -60,18 +60,7 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
     let slots = sandboxes(lab, o.runtimes, &nodes)?;
     let nft_before = snapshot::egress_tables(lab)?.into_iter().collect();
     let churn_lab = lab.clone();
-    let churn = Churn {
-        lab: &churn_lab,
-        bins,
-        slots,
-        gate: Default::default(),
-        stop: Default::default(),
-        counts: Default::default(),
-        log: Default::default(),
-        kill_percent: o.kill_percent,
-        latencies: Default::default(),
-        started: Instant::now(),
-    };
+    let churn = Churn::new(&churn_lab, bins, slots, o.kill_percent);
     let mut tally = Tally::default();
     let mut faults = faults::Faults::default();
     let started = Instant::now();

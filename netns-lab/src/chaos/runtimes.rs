@@ -74,6 +74,25 @@ pub enum Verb {
 
 const LOG_KEEP: usize = 200;
 
+impl<'a> Churn<'a> {
+    /// Runtimes for `slots` on `lab` (a copy the runtimes only read), `kill_percent` of their
+    /// calls killed.
+    pub fn new(lab: &'a LabState, bins: &'a Binaries, slots: Vec<Slot>, kill_percent: u32) -> Self {
+        Churn {
+            lab,
+            bins,
+            slots,
+            gate: Default::default(),
+            stop: Default::default(),
+            counts: Default::default(),
+            log: Default::default(),
+            kill_percent,
+            latencies: Default::default(),
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
 impl Churn<'_> {
     pub fn note(&self, line: String) {
         let mut l = self.log.lock().unwrap();

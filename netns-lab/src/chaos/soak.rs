@@ -17,6 +17,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// How long the lab may take to settle before a check (no BIRD restarts in a soak).
+const SETTLE: Duration = Duration::from_secs(30);
+
 pub struct Options {
     pub seed: u64,
     pub minutes: f64,
@@ -44,18 +47,7 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
     let nft_before = super::snapshot::egress_tables(lab)?.into_iter().collect();
     let size_before = live_size(lab);
     let churn_lab = lab.clone();
-    let churn = Churn {
-        lab: &churn_lab,
-        bins,
-        slots,
-        gate: Default::default(),
-        stop: Default::default(),
-        counts: Default::default(),
-        log: Default::default(),
-        kill_percent: 0,
-        latencies: Default::default(),
-        started: Instant::now(),
-    };
+    let churn = Churn::new(&churn_lab, bins, slots, 0);
     let mut tally = Tally::default();
     let mut samples: BTreeMap<String, Vec<Sample>> = BTreeMap::new();
     // The datastore's live size now and then: bounded means it levels off.
@@ -97,14 +89,7 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
                 }
                 if Instant::now() >= next_check {
                     let _paused = churn.gate.write().unwrap();
-                    check(
-                        lab,
-                        bins,
-                        &churn,
-                        &nft_before,
-                        Duration::from_secs(30),
-                        &mut tally,
-                    )?;
+                    check(lab, bins, &churn, &nft_before, SETTLE, &mut tally)?;
                     next_check = Instant::now() + o.check_every;
                 }
             }
@@ -114,14 +99,7 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
         r
     });
     let last = run.and_then(|()| {
-        check(
-            lab,
-            bins,
-            &churn,
-            &nft_before,
-            Duration::from_secs(30),
-            &mut tally,
-        )?;
+        check(lab, bins, &churn, &nft_before, SETTLE, &mut tally)?;
         for (name, _) in joined.drain(..) {
             crate::nodes::remove(lab, &name)?;
         }
