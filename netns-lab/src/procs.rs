@@ -53,6 +53,7 @@ enum Prepared {
     Join {
         uts: File,
         mnt: File,
+        root: File,
         cwd: Option<CString>,
     },
     New {
@@ -76,6 +77,10 @@ fn prepare(p: &PodNs<'_>) -> Result<Prepared> {
             Prepared::Join {
                 uts: open("uts")?,
                 mnt: open("mnt")?,
+                // Joining a mount namespace also moves to its root, which under a chroot (the
+                // VM's) is not the pod's: take the pod's own root, as `nsenter --root` does.
+                root: File::open(format!("/proc/{pid}/root"))
+                    .with_context(|| format!("open the root of process {pid}"))?,
                 // Joining a mount namespace moves to its root; come back where we were.
                 cwd: std::env::current_dir().ok().and_then(|d| cstring(&d).ok()),
             }
@@ -114,9 +119,16 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                 check(libc::unshare(libc::CLONE_NEWUTS))?;
                 sethostname(h)?;
             }
-            Prepared::Join { uts, mnt, cwd } => {
+            Prepared::Join {
+                uts,
+                mnt,
+                root,
+                cwd,
+            } => {
                 check(libc::setns(uts.as_raw_fd(), libc::CLONE_NEWUTS))?;
                 check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
+                check(libc::fchdir(root.as_raw_fd()))?;
+                check(libc::chroot(c".".as_ptr()))?;
                 if let Some(d) = cwd {
                     libc::chdir(d.as_ptr());
                 }
