@@ -84,6 +84,16 @@ impl CniVersion {
         })
     }
 
+    /// The VERSION verb's reply to a raw stdin: it names the `cniVersion` the caller sent
+    /// (any string, or the latest when there is none).
+    pub fn version_reply_to(stdin: &[u8]) -> serde_json::Value {
+        let asked = serde_json::from_slice::<serde_json::Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| Self::LATEST.to_string());
+        Self::version_reply(&asked)
+    }
+
     /// Reads `cniVersion` from a raw network config. Malformed JSON is code 6, a missing or
     /// unsupported version code 1.
     pub fn from_config(stdin: &[u8]) -> Result<CniVersion, CniError> {

@@ -14,8 +14,37 @@ pub mod mtu;
 pub mod naming;
 pub mod verbs;
 
-use config::NetConf;
-use podnet_cni_types::{CniEnv, CniError, CniVersion, Command};
+use config::{LogConf, NetConf};
+use podnet_cni_types::{reply::config_or_early, CniEnv, CniError, CniVersion, Command};
+
+/// The whole plugin after the environment and stdin are read: VERSION answered, the config
+/// parsed (then `start_logging` is handed its `log` section), the verb run. Returns the version
+/// to reply in and the reply body; the binary and the fuzz target both go through here.
+pub fn call(
+    env: &CniEnv,
+    stdin: &[u8],
+    start_logging: impl FnOnce(&LogConf),
+) -> (CniVersion, Result<serde_json::Value, CniError>) {
+    let conf = match config_or_early(env.command, stdin, NetConf::parse) {
+        Ok(c) => c,
+        Err(early) => return early,
+    };
+    start_logging(&conf.log);
+    let span = tracing::info_span!(
+        "cni",
+        command = ?env.command,
+        container = %env.container_id,
+        ifname = %env.ifname,
+        netns = env.netns.as_deref().unwrap_or("-"),
+    );
+    let _entered = span.enter();
+    let outcome = run(env, &conf);
+    match &outcome {
+        Ok(_) => tracing::info!("done"),
+        Err(e) => tracing::error!("{e}"),
+    }
+    (conf.version, outcome)
+}
 
 /// Runs one CNI call: the version to answer in, and the reply body or error.
 pub fn run(env: &CniEnv, conf: &NetConf) -> Result<serde_json::Value, CniError> {

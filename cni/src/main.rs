@@ -2,8 +2,8 @@
 //! verb, writes exactly one JSON reply to stdout. Logs go to a file (the config's `log`), or to
 //! stderr if the file can't be opened; never to stdout.
 
-use podnet_cni::config::{LogConf, NetConf};
-use podnet_cni_types::{code, reply::reply, CniEnv, CniError, CniVersion, Command};
+use podnet_cni::config::LogConf;
+use podnet_cni_types::{code, reply::reply, CniEnv, CniError, CniVersion};
 use std::io::Read;
 use std::process::ExitCode;
 
@@ -23,37 +23,8 @@ fn main() -> ExitCode {
             .with_details(e.to_string());
         return reply(CniVersion::LATEST, Err(err));
     }
-    if env.command == Command::Version {
-        let asked = serde_json::from_slice::<serde_json::Value>(&stdin)
-            .ok()
-            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| CniVersion::LATEST.to_string());
-        return reply(CniVersion::LATEST, Ok(CniVersion::version_reply(&asked)));
-    }
-    let conf = match NetConf::parse(&stdin) {
-        Ok(c) => c,
-        Err(e) => {
-            return reply(
-                CniVersion::from_config(&stdin).unwrap_or(CniVersion::LATEST),
-                Err(e),
-            )
-        }
-    };
-    init_logging(&conf.log);
-    let span = tracing::info_span!(
-        "cni",
-        command = ?env.command,
-        container = %env.container_id,
-        ifname = %env.ifname,
-        netns = env.netns.as_deref().unwrap_or("-"),
-    );
-    let _entered = span.enter();
-    let outcome = podnet_cni::run(&env, &conf);
-    match &outcome {
-        Ok(_) => tracing::info!("done"),
-        Err(e) => tracing::error!("{e}"),
-    }
-    reply(conf.version, outcome)
+    let (version, outcome) = podnet_cni::call(&env, &stdin, init_logging);
+    reply(version, outcome)
 }
 
 /// A blocking writer to the log file (nothing to flush at exit), or stderr if it can't be

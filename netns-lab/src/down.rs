@@ -59,6 +59,8 @@ pub fn down(name: &str) -> Result<()> {
             failures.push(format!("remove {}: {e}", dir.display()));
         }
     }
+    // The last lab down takes the labs' folder too (it stays while another lab has state).
+    let _ = std::fs::remove_dir(state::ROOT);
     if failures.is_empty() {
         eprintln!("lab {name} is down");
         Ok(())

@@ -4,26 +4,36 @@
 //! and the sanitizer-coverage options are stable codegen flags; no nightly needed) into
 //! `target/fuzz`. Each target starts from its corpus of real inputs in `fuzz/corpus/TARGET`
 //! (never written to: what the fuzzer finds goes to `target/fuzz/corpus/TARGET`); a crash, a
-//! panic or an input slower than 10 s stops it, saved under `target/fuzz/artifacts/TARGET/`.
+//! panic or an input slower than 10 s (180 s for `lab_up`) stops it, saved under `target/fuzz/artifacts/TARGET/`.
 
 use crate::sh::{self, execute};
 use anyhow::{bail, Context, Result};
 use std::process::Command;
 
 /// Every target in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 8] = [
     "cni_config",
     "cni_env",
     "ipam_config",
     "store_values",
     "scenario",
     "bird_reply",
+    "plugin_call",
+    "lab_up",
 ];
+
+/// The targets that run real verbs (the plugins', the lab's `up` and `down`): started in PID,
+/// mount and network namespaces of their own (where they make everything but `target/fuzz`
+/// read-only), never in the host's.
+const SANDBOXED: [&str; 2] = ["plugin_call", "lab_up"];
+/// The lab's target runs the workspace's binaries (an `up` takes seconds: a longer timeout).
+const LAB: &str = "lab_up";
 
 #[derive(clap::Args)]
 pub struct Args {
     /// A target (`cni_config`, `cni_env`, `ipam_config`, `store_values`, `scenario`,
-    /// `bird_reply`) or `all`.
+    /// `bird_reply`, `plugin_call` and `lab_up` (root: the plugins' verbs, the lab's up and
+    /// down, in a sandbox)) or `all`.
     target: String,
     /// How long to fuzz (each target, with `all`).
     #[arg(long, default_value_t = 60)]
@@ -37,6 +47,9 @@ pub fn run(a: Args) -> Result<()> {
         t => bail!("no fuzz target {t}: one of {} or all", TARGETS.join(", ")),
     };
     build()?;
+    if targets.contains(&LAB) {
+        execute(crate::sh::cargo().args(["build", "--workspace", "--bins"]))?;
+    }
     for t in targets {
         fuzz(t, a.seconds)?;
     }
@@ -96,10 +109,21 @@ pub fn fuzz(target: &str, seconds: u64) -> Result<()> {
     // The store_values target keeps its store file here, not in the host's /tmp.
     let tmp = root.join("target/fuzz/tmp");
     std::fs::create_dir_all(&tmp)?;
-    let status = Command::new(&bin)
+    let mut cmd = if SANDBOXED.contains(&target) {
+        let mut c = Command::new("unshare");
+        c.args(["--pid", "--fork", "--mount-proc", "--mount", "--net", "--"])
+            .arg(&bin)
+            .env("PODNET_FUZZ_WRITABLE", root.join("target/fuzz"))
+            .env("PODNET_LAB_BINS", root.join("target/debug"));
+        c
+    } else {
+        Command::new(&bin)
+    };
+    let timeout = if target == LAB { 180 } else { 10 };
+    let status = cmd
         .env("TMPDIR", &tmp)
         .arg(format!("-max_total_time={seconds}"))
-        .arg("-timeout=10")
+        .arg(format!("-timeout={timeout}"))
         .arg("-rss_limit_mb=2048")
         .arg("-print_final_stats=1")
         .arg(format!("-artifact_prefix={}/", artifacts.display()))

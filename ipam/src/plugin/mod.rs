@@ -19,19 +19,9 @@ use std::collections::HashSet;
 
 /// Runs one CNI call. Returns the version to reply in and the reply body.
 pub fn run(env: &CniEnv, stdin: &[u8]) -> (CniVersion, Result<serde_json::Value, CniError>) {
-    if env.command == Command::Version {
-        let asked = serde_json::from_slice::<serde_json::Value>(stdin)
-            .ok()
-            .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| CniVersion::LATEST.to_string());
-        return (CniVersion::LATEST, Ok(CniVersion::version_reply(&asked)));
-    }
-    let conf = match NetConf::parse(stdin) {
+    let conf = match podnet_cni_types::reply::config_or_early(env.command, stdin, NetConf::parse) {
         Ok(c) => c,
-        Err(e) => {
-            let v = CniVersion::from_config(stdin).unwrap_or(CniVersion::LATEST);
-            return (v, Err(e));
-        }
+        Err(early) => return early,
     };
     let v = conf.version;
     let outcome = match env.command {
