@@ -12,6 +12,8 @@
 //! - [`http`] and [`metrics`]: `/healthz`, `/readyz`, `/metrics` on loopback;
 //! - [`bgp`]: BGP mode, where BIRD learns and installs the routes and the agent renders its
 //!   config, supervises it and reads its state;
+//! - [`settings`] and [`config_file`]: the flags and `/etc/podnet/agent.toml` (flags win);
+//! - [`install_cni`]: the plugins and their conflist put in place on a node;
 //! - [`status`]: the `status` view. Node records are datastore schema: `podnet_ipam::nodes`.
 //!
 //! Threads and blocking sockets rather than an async runtime: the agent waits on three things
@@ -19,9 +21,11 @@
 //! runs on the main one. That keeps it small (RSS is a target) and easy to follow.
 
 pub mod bgp;
+pub mod config_file;
 pub mod desired;
 pub mod egress;
 pub mod http;
+pub mod install_cni;
 pub mod kernel;
 pub mod metrics;
 pub mod run;

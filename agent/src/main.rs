@@ -1,10 +1,14 @@
 //! `podnet-agent`: the per-node route agent (`run`), and admin commands (`node remove`,
-//! `status`, `bgp ...`). Logs go to stderr.
+//! `status`, `bgp ...`, `config check`). Settings come from the flags, then the config file
+//! (`/etc/podnet/agent.toml`), then the defaults. Logs go to stderr.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use podnet_agent::config_file::{self, AgentFile};
 use podnet_agent::settings::{RunArgs, StoreArgs};
 use podnet_ipam::{Datastore, Ipam, PoolSpec};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// podnet's per-node route agent: registers the node, owns its tunnel device, and keeps the
@@ -15,6 +19,13 @@ struct Cli {
     /// Log level: error, warn, info, debug, trace.
     #[arg(long, global = true, default_value = "info")]
     log_level: tracing::Level,
+    /// The config file (every `run` flag as a key; flags win) [default:
+    /// /etc/podnet/agent.toml, if it exists].
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Read no config file, not even the default one.
+    #[arg(long, global = true, conflicts_with = "config")]
+    no_config: bool,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -32,6 +43,19 @@ enum Cmd {
     Bgp {
         #[command(subcommand)]
         command: podnet_agent::bgp::admin::BgpCmd,
+    },
+    /// Put `podnet` and `podnet-ipam` into the CNI bin dir and write 10-podnet.conflist from
+    /// the agent's settings (what a DaemonSet's init container or the package runs).
+    InstallCni {
+        #[command(flatten)]
+        settings: RunArgs,
+        #[command(flatten)]
+        install: podnet_agent::install_cni::InstallArgs,
+    },
+    /// The config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
     },
     /// This node's blocks, tunnel device and owned routes (run it in the node's namespace).
     Status {
@@ -62,6 +86,13 @@ enum NodeCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Checks FILE (unknown keys, types, contradictions) and prints the settings `run` would
+    /// use with it and no flags; exits 1 if it is refused.
+    Check { file: PathBuf },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Output {
     Table,
@@ -69,7 +100,35 @@ enum Output {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given = given_flags(&matches);
+    // `config check FILE` looks at FILE alone.
+    let read = if matches!(cli.command, Cmd::Config { .. }) {
+        Ok(None)
+    } else {
+        config(&cli)
+    };
+    let file = match read {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("podnet-agent: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !given("log_level") {
+        if let Some(level) = file.log_level.as_deref().and_then(|l| l.parse().ok()) {
+            cli.log_level = level;
+        }
+    }
+    match &mut cli.command {
+        Cmd::Run(args) | Cmd::InstallCni { settings: args, .. } => file.apply(args, &given),
+        Cmd::Status { store, .. }
+        | Cmd::Node {
+            command: NodeCmd::Remove { store, .. } | NodeCmd::List { store },
+        } => file.apply_store(store, &given),
+        Cmd::Bgp { .. } | Cmd::Config { .. } => {}
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_max_level(cli.log_level)
@@ -85,9 +144,84 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config file `--config` names (it must exist), else the default one if it exists.
+fn config(cli: &Cli) -> Result<Option<AgentFile>, config_file::FileError> {
+    if cli.no_config {
+        return Ok(None);
+    }
+    match &cli.config {
+        Some(path) => AgentFile::read(path).map(Some),
+        None => {
+            let default = std::path::Path::new(config_file::DEFAULT_PATH);
+            if default.exists() {
+                AgentFile::read(default).map(Some)
+            } else {
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Which flags (by clap id) were on the command line, at any level of subcommands.
+fn given_flags(matches: &ArgMatches) -> impl Fn(&str) -> bool {
+    let mut levels = vec![matches.clone()];
+    while let Some((_, sub)) = levels.last().and_then(|m| m.subcommand()) {
+        levels.push(sub.clone());
+    }
+    move |id: &str| {
+        levels.iter().any(|m| {
+            m.try_get_raw(id).is_ok_and(|v| v.is_some())
+                && m.value_source(id) == Some(ValueSource::CommandLine)
+        })
+    }
+}
+
+/// `config check FILE`: the settings `run` would use, as a file.
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let parsed = AgentFile::read(file)?;
+    let mut args = RunArgs::from_flags(&[]).expect("the defaults parse");
+    parsed.apply(&mut args, &|_| false);
+    if let Some(name) = &args.node_name {
+        podnet_ipam::validate_node_name(name)
+            .with_context(|| format!("config file {}: node-name", file.display()))?;
+    }
+    match args.pool {
+        Some(cidr) => {
+            let pins = [(String::from("this-node"), args.node_blocks.clone())].into();
+            PoolSpec::new(cidr, args.block_size, args.strict_affinity, pins)
+                .with_context(|| format!("config file {}: pool", file.display()))?;
+        }
+        None if !args.node_blocks.is_empty() => anyhow::bail!(
+            "config file {}: node-block needs pool (the pool the blocks are cut from)",
+            file.display()
+        ),
+        None => {}
+    }
+    let level = parsed
+        .log_level
+        .as_deref()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    eprintln!(
+        "{}: ok; the settings `podnet-agent run` would use:",
+        file.display()
+    );
+    print!("{}", AgentFile::effective(&args, level).render());
+    Ok(())
+}
+
 fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
+        Cmd::Config {
+            command: ConfigCmd::Check { file },
+        } => check_config(&file),
         Cmd::Run(args) => podnet_agent::run::run(args).context("run the agent"),
+        Cmd::InstallCni { settings, install } => {
+            for done in podnet_agent::install_cni::install(&settings, &install)? {
+                println!("{done}");
+            }
+            Ok(())
+        }
         Cmd::Bgp { command } => Ok(podnet_agent::bgp::admin::run(command)?),
         Cmd::Node {
             command: NodeCmd::Remove { name, store },

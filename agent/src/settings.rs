@@ -12,7 +12,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 /// `--encapsulation`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Encapsulation {
     Ipip,
     Vxlan,
@@ -22,7 +25,10 @@ pub enum Encapsulation {
 }
 
 /// `--routing`: who makes the routes to other nodes' blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Routing {
     /// The agent writes them from a datastore watch (proto 119).
     Datastore,
@@ -101,6 +107,17 @@ pub struct StoreArgs {
     /// Deadline of each etcd call, in milliseconds [default: 10000].
     #[arg(long, requires = "etcd_endpoints")]
     pub etcd_timeout_ms: Option<u64>,
+}
+
+impl RunArgs {
+    /// `run`'s settings from these flags alone (no config file), with what clap says about
+    /// which were given: what `config check` and the tests start from.
+    pub fn from_flags(flags: &[&str]) -> Result<RunArgs, clap::Error> {
+        use clap::{Args, FromArgMatches};
+        let cmd = RunArgs::augment_args(clap::Command::new("run"));
+        let argv = std::iter::once("run").chain(flags.iter().copied());
+        RunArgs::from_arg_matches(&cmd.try_get_matches_from(argv)?)
+    }
 }
 
 impl StoreArgs {

@@ -418,8 +418,10 @@ pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> 
     {
         let node = lab.scenario.nodes[i].clone();
         let mut cmd = Command::new(bins.path("podnet-agent"));
+        // The lab says everything itself: a config file on this host is not the lab's.
         cmd.args([
             "run",
+            "--no-config",
             "--node-name",
             &node.name,
             "--node-ip",

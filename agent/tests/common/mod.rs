@@ -193,6 +193,7 @@ impl Cluster {
             .arg(AGENT)
             .args([
                 "run",
+                "--no-config",
                 "--node-name",
                 &n.name,
                 "--node-ip",

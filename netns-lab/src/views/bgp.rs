@@ -50,7 +50,7 @@ fn agent(lab: &LabState, node: &str, args: &[&str]) -> Result<String> {
     }
     let bins = Binaries::find()?;
     let out = Command::new(bins.path("podnet-agent"))
-        .arg("bgp")
+        .args(["--no-config", "bgp"])
         .args(args)
         .arg("--state-dir")
         .arg(lab.node_dir(node))

@@ -122,6 +122,7 @@ pub(super) fn build(
                 "--log-level",
                 "warn",
                 "run",
+                "--no-config",
                 "--node-name",
                 &format!("n{i}"),
                 "--node-ip",
