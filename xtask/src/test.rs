@@ -1,7 +1,8 @@
 //! `cargo xtask test`: everything CI runs. Installs what is missing, lints the GitHub workflow,
-//! builds as the calling user, runs unit tests as that user and the root tests (marked
-//! `#[ignore = "needs root"]`) as root, then every fuzz target for a few seconds. Root tests are never skipped silently: without root
-//! and without sudo this fails and says why. The IPIP suite (tests named `ipip_`) runs
+//! validates the Kubernetes manifests, builds as the calling user, packages the product crates
+//! (`cargo package`, offline), runs unit tests as that user and the root tests (marked
+//! `#[ignore = "needs root"]`) as root, then every fuzz target for a few seconds. Root tests
+//! are never skipped silently: without root and without sudo this fails and says why. The IPIP suite (tests named `ipip_`) runs
 //! natively where the kernel has IPIP, else in one boot of `cargo xtask vm`; the `ipip_vm_`
 //! tests (they unload kernel modules) run in the VM always.
 
@@ -13,7 +14,7 @@ use anyhow::{bail, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Don't lint .github/workflows (the linters come from PyPI).
+    /// Don't lint .github/workflows nor validate deploy/kubernetes (the tools come from PyPI).
     #[arg(long)]
     no_lint: bool,
     /// Passed to the test binaries (a name filter, `--nocapture`, ...).
@@ -35,8 +36,10 @@ pub fn run(args: Args) -> Result<()> {
     ])?;
     if !args.no_lint {
         lint_workflows()?;
+        validate_manifests()?;
     }
     execute(cargo().args(["build", "--workspace", "--all-targets"]))?;
+    package_crates()?;
     let native_ipip = ipip_native();
     // Without IPIP here, the `ipip_` tests run in the VM instead (never skipped silently).
     // A skip matches anywhere in a test's name, and the VM runs only the `ipip` test binaries:
@@ -151,6 +154,43 @@ fn ipip_in_vm(filter: &str) -> Result<()> {
 }
 
 /// Lints the GitHub workflows against the published schema and with zizmor (offline audits).
+/// Every product crate packaged as crates.io would take it, offline, each package built
+/// from its own contents (the workspace's crates depend on each other: cargo packages them
+/// together). Nothing is uploaded.
+fn package_crates() -> Result<()> {
+    execute(cargo().args([
+        "package",
+        "--workspace",
+        "--exclude",
+        "xtask",
+        "--offline",
+        "--allow-dirty",
+    ]))
+}
+
+/// The Kubernetes release the manifests are validated against (kubernetes-validate's schemas).
+const KUBERNETES_VERSION: &str = "1.37.0";
+
+/// `deploy/kubernetes/*.yaml` against the API's schemas, strictly (an unknown field is an
+/// error): they cannot be applied to a real cluster here.
+fn validate_manifests() -> Result<()> {
+    let bin = deps::python_tools(&["kubernetes-validate"])?;
+    let dir = sh::root().join("deploy/kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("no manifest in {}", dir.display());
+    }
+    execute(
+        std::process::Command::new(bin.join("kubernetes-validate"))
+            .args(["--strict", "-k", KUBERNETES_VERSION])
+            .args(&files),
+    )
+}
+
 fn lint_workflows() -> Result<()> {
     let bin = deps::python_tools(&["check-jsonschema", "zizmor"])?;
     let workflows = sh::root().join(".github/workflows");
