@@ -22,7 +22,7 @@ pub struct World {
     pub pod_links: Vec<Vec<String>>,
     /// Every process but the fuzzer (zombies reaped first: the fuzzer is the sandbox's init).
     pub processes: Vec<String>,
-    /// The mount table (a bind mount left behind by a pod namespace would show here).
+    /// The mounts made in the sandbox (a bind mount left behind by a pod would show here).
     pub mounts: Vec<String>,
     /// What is in `/run` (namespace pins, the lab's state), two levels deep.
     pub run: Vec<String>,
@@ -41,6 +41,10 @@ pub fn enter() {
     set_attr("/", true, MOUNT_ATTR_RDONLY, 0);
     set_attr("/proc", false, 0, MOUNT_ATTR_RDONLY);
     bind_writable(&writable);
+    // The host's mounts as the sandbox sees them (read-only now); what follows is its own.
+    INHERITED
+        .set(mount_table().into_iter().collect())
+        .expect("the sandbox is entered once");
     for dir in ["/run", "/var/lib", "/var/log"] {
         nix::mount::mount(
             Some("tmpfs"),
@@ -112,15 +116,30 @@ fn processes() -> Vec<String> {
     v
 }
 
+/// The mounts copied from the host when the sandbox was made. They are not the sandbox's: the
+/// host's come and go (a lab up on the host while this runs), and those under `/run` are
+/// hidden by the sandbox's tmpfs anyway.
+static INHERITED: std::sync::OnceLock<std::collections::BTreeSet<String>> =
+    std::sync::OnceLock::new();
+
+/// The mounts the sandbox made (inherited ones left out).
 fn mounts() -> Vec<String> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("read the mount table");
-    // Fields 5 and on: mount point, options, source; the ids change with every mount.
-    let mut v: Vec<String> = table
-        .lines()
-        .map(|l| l.split(' ').skip(4).collect::<Vec<_>>().join(" "))
+    let inherited = INHERITED.get().expect("entered first");
+    let mut v: Vec<String> = mount_table()
+        .into_iter()
+        .filter(|m| !inherited.contains(m))
         .collect();
     v.sort();
     v
+}
+
+fn mount_table() -> Vec<String> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").expect("read the mount table");
+    // Fields 5 and on: mount point, options, source; the ids change with every mount.
+    table
+        .lines()
+        .map(|l| l.split(' ').skip(4).collect::<Vec<_>>().join(" "))
+        .collect()
 }
 
 fn tree(dir: &Path, depth: usize) -> Vec<String> {
