@@ -14,6 +14,7 @@
 //!   config, supervises it and reads its state;
 //! - [`settings`] and [`config_file`]: the flags and `/etc/podnet/agent.toml` (flags win);
 //! - [`install_cni`]: the plugins and their conflist put in place on a node;
+//! - [`stop`]: SIGTERM and SIGINT end it at once, the kernel left as it is;
 //! - [`status`]: the `status` view. Node records are datastore schema: `podnet_ipam::nodes`.
 //!
 //! Threads and blocking sockets rather than an async runtime: the agent waits on three things
@@ -31,6 +32,7 @@ pub mod metrics;
 pub mod run;
 pub mod settings;
 pub mod status;
+pub mod stop;
 pub mod tunnel;
 
 use thiserror::Error;

@@ -215,7 +215,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Config {
             command: ConfigCmd::Check { file },
         } => check_config(&file),
-        Cmd::Run(args) => podnet_agent::run::run(args).context("run the agent"),
+        Cmd::Run(args) => {
+            podnet_agent::stop::exit_on_signals()
+                .context("install the SIGTERM and SIGINT handler")?;
+            podnet_agent::run::run(args).context("run the agent")
+        }
         Cmd::InstallCni { settings, install } => {
             for done in podnet_agent::install_cni::install(&settings, &install)? {
                 println!("{done}");

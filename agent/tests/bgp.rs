@@ -317,6 +317,26 @@ fn a_restarted_agent_adopts_the_running_bird() {
     assert_eq!(bird_table(&c, 0), before);
 }
 
+#[test]
+#[ignore = "needs root"]
+fn stopping_the_node_service_leaves_bgp_routes_in_the_kernel() {
+    // What `systemctl stop podnet-agent` (the package's prerm) does: SIGTERM to the agent
+    // and to BIRD in its control group. Traffic must keep flowing: BIRD's kernel protocol
+    // persists.
+    let mut c = bgp_cluster("bgpstop", 2);
+    c.start_all("vxlan");
+    wait_bgp_converged(&c, Duration::from_secs(30));
+    let before = bird_table(&c, 0);
+    let (status, took) = c.terminate(0);
+    assert!(
+        status.success() && took < Duration::from_secs(2),
+        "{status:?} after {took:?}"
+    );
+    c.terminate_bird(0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(bird_table(&c, 0), before, "routes stay after the stop");
+}
+
 /// How many processes were started with this control socket.
 fn count_birds_with(socket: &std::path::Path) -> usize {
     let needle = socket.display().to_string();

@@ -161,6 +161,23 @@ fn a_killed_and_restarted_agent_deletes_no_route(backend: Backend) {
     assert_eq!(c.owned_routes(0), before);
 }
 
+#[test]
+#[ignore = "needs root"]
+fn sigterm_stops_the_agent_at_once_and_leaves_its_routes() {
+    let mut c = converge_on("vxlan", "sigterm", Backend::Sqlite);
+    let before = c.owned_routes(0);
+    assert!(!before.is_empty());
+    let (status, took) = c.terminate(0);
+    assert!(status.success(), "exits with 0 on SIGTERM: {status:?}");
+    assert!(
+        took < Duration::from_secs(2),
+        "exits at once, took {took:?}"
+    );
+    assert!(c.log(0).contains("stopping on SIGTERM"), "{}", c.log(0));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(c.owned_routes(0), before, "no route touched by stopping");
+}
+
 /// GET /readyz on the agent's loopback inside its node namespace.
 fn ready(c: &Cluster, i: usize) -> bool {
     http_get(c, i, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200"))

@@ -241,6 +241,27 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM, as systemd's stop or kubelet does: the agent's exit status, and how long it
+    /// took to exit.
+    pub fn terminate(&mut self, i: usize) -> (std::process::ExitStatus, Duration) {
+        let mut c = self.nodes[i].agent.take().expect("the agent runs");
+        let start = std::time::Instant::now();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let status = c.wait().unwrap();
+        (status, start.elapsed())
+    }
+
+    /// SIGTERM to node `i`'s BIRD, as stopping the node's service does; waits until it is gone.
+    pub fn terminate_bird(&self, i: usize) {
+        if let Some(pid) = self.bird_pid(i) {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            assert!(
+                wait_for_quietly(Duration::from_secs(5), || self.bird_pid(i) != Some(pid)),
+                "BIRD stops on SIGTERM"
+            );
+        }
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.nodes[i].agent.take() {
