@@ -103,10 +103,7 @@ pub fn remove(lab: &mut LabState, name: &str) -> Result<()> {
     }
     // BIRD and anything else the node ran.
     for pid in procs::in_namespaces(std::slice::from_ref(&path)) {
-        // SAFETY: kill(2) on a process found in this node's namespace just now.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
+        procs::signal_pid(pid, libc::SIGKILL);
     }
     let p = &lab.scenario.pool;
     let pool = podnet_ipam::PoolSpec::new(p.cidr, p.block_size, false, Default::default())?;

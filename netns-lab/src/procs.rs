@@ -220,14 +220,37 @@ pub fn alive(p: &Proc) -> bool {
     start_time(p.pid) == Some(p.start) && state != Some('Z')
 }
 
+/// kill(2): `signal` to `pid`, a process the caller found in the lab's own namespaces.
+pub fn signal_pid(pid: u32, signal: i32) {
+    // SAFETY: plain kill(2); it has no memory effects, and a pid gone meanwhile only fails.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
 /// SIGKILL, if it is still ours.
 pub fn kill(p: &Proc) {
     if start_time(p.pid) == Some(p.start) {
-        // SAFETY: plain kill(2) on a pid we verified.
-        unsafe {
-            libc::kill(p.pid as i32, libc::SIGKILL);
-        }
+        signal_pid(p.pid, libc::SIGKILL);
     }
+}
+
+/// SIGTERM, as systemd's stop does, then SIGKILL if it has not exited within `grace`. True if
+/// it stopped on the SIGTERM.
+pub fn terminate(p: &Proc, grace: std::time::Duration) -> bool {
+    if !alive(p) {
+        return true;
+    }
+    signal_pid(p.pid, libc::SIGTERM);
+    let start = std::time::Instant::now();
+    while start.elapsed() < grace {
+        if !alive(p) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    kill(p);
+    false
 }
 
 /// Runs `cmd` placed in a namespace and waits, with inherited stdio; returns its exit code

@@ -108,6 +108,12 @@ fn assert_gone(before: &str) {
         !std::path::Path::new("/run/podnet-lab/seed").exists(),
         "state folder left"
     );
+    // The labs' folder goes with the last lab (other tests' labs may still be up).
+    let root = std::path::Path::new("/run/podnet-lab");
+    assert!(
+        !root.exists() || std::fs::read_dir(root).unwrap().next().is_some(),
+        "an empty /run/podnet-lab left behind"
+    );
     assert_eq!(host_snapshot(), before, "the host namespace changed");
 }
 

@@ -49,10 +49,7 @@ impl Faults {
             1 if lab.bgp() => {
                 let birds = birds_of(&node);
                 for pid in &birds {
-                    // SAFETY: kill(2) on a BIRD found in this node's namespace just now.
-                    unsafe {
-                        libc::kill(*pid as i32, libc::SIGKILL);
-                    }
+                    procs::signal_pid(*pid, libc::SIGKILL);
                 }
                 self.counts.bird_kills += 1;
                 Ok(format!("BIRD of {node} killed ({} process)", birds.len()))
