@@ -21,7 +21,10 @@ fuzz_target!(
     init: {
         sandbox::enter();
         let dir = std::env::var("PODNET_LAB_BINS").expect("PODNET_LAB_BINS names target/debug");
-        let _ = BINS.set(Binaries { dir: dir.into() });
+        let _ = BINS.set(Binaries {
+            dir: dir.into(),
+            agent_image: None,
+        });
         BEFORE.set(sandbox::world()).expect("set up once");
     },
     |data: &[u8]| {

@@ -18,6 +18,11 @@ pub fn down(name: &str) -> Result<()> {
     };
     let mut failures = Vec::new();
     if let Some(lab) = &lab {
+        // Agents from an image: podman stops them and forgets their containers (again once
+        // every process is gone: a `podman run` still starting may have made one since).
+        if lab.agent_image.is_some() {
+            let _ = crate::agent_image::remove_all(&lab.name);
+        }
         let procs: Vec<_> = lab
             .nodes
             .iter()
@@ -37,16 +42,18 @@ pub fn down(name: &str) -> Result<()> {
         // Anything else living in the lab's namespaces (a process started just before a crash,
         // before it could be recorded) goes too.
         for pid in procs::in_namespaces(&lab.namespaces) {
-            // SAFETY: kill(2) on a process found inside the lab's own namespaces.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
+            procs::signal_pid(pid, libc::SIGKILL);
         }
         // Wait (briefly) until they are gone, so nothing of the lab outlives `down`.
         let start = std::time::Instant::now();
         while procs.iter().any(procs::alive) && start.elapsed() < std::time::Duration::from_secs(5)
         {
             std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        if lab.agent_image.is_some() {
+            if let Err(e) = crate::agent_image::remove_all(&lab.name) {
+                failures.push(format!("{e:#}"));
+            }
         }
         for path in lab.namespaces.iter().rev() {
             if let Err(e) = podnet_netlink::netns::remove(path) {

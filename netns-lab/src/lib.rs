@@ -1,6 +1,8 @@
 //! podnet-lab as a library: the lab's parts, used by the `podnet-lab` binary (its command
 //! line) and by the fuzz targets (the scenario and manifest parsers).
 
+pub mod agent_image;
+pub mod agents;
 pub mod apply;
 pub mod block_routes;
 pub mod chaos;

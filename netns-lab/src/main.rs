@@ -53,9 +53,20 @@ enum Cmd {
         /// No encapsulation between nodes of the same subnet (only between racks).
         #[arg(long)]
         cross_subnet: bool,
+        /// Run each node's agent from this container image under podman (host network of the
+        /// node, privileged), as a DaemonSet would; `cargo xtask dist image` builds one.
+        #[arg(long, value_name = "IMAGE")]
+        agent_image: Option<String>,
         /// Print less.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Stop, start or restart the nodes' agents (all, or those named), as a package upgrade
+    /// does: a stop is SIGTERM, which leaves routes and BIRD as they are.
+    Agents {
+        #[arg(value_enum)]
+        action: podnet_lab::agents::Action,
+        nodes: Vec<String>,
     },
     /// Remove the lab: processes, namespaces, files.
     Down {
@@ -346,6 +357,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             etcd_members,
             routing,
             cross_subnet,
+            agent_image,
             quiet,
         } => {
             let mut s = match (scenario, nodes) {
@@ -355,7 +367,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             s.cross_subnet |= cross_subnet;
             let encap = encap.unwrap_or(s.encapsulation);
-            let bins = runtime::Binaries::find()?;
+            let mut bins = runtime::Binaries::find()?;
+            bins.agent_image = agent_image;
             if ![1, 3, 5].contains(&etcd_members) || (etcd_members > 1 && datastore != "etcd") {
                 bail!("--etcd-members {etcd_members}: 1, 3 or 5, and more than one only with --datastore etcd");
             }
@@ -562,6 +575,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
+        }
+        Cmd::Agents { action, nodes } => {
+            let mut l = LabState::current(lab)?;
+            podnet_lab::agents::run(&mut l, action, &nodes, &runtime::Binaries::find()?)?;
         }
         Cmd::Tour { lang } => {
             let l = LabState::current(lab)?;

@@ -17,6 +17,14 @@ use std::process::{Command, Stdio};
 /// The podnet binaries the lab drives: next to `podnet-lab` itself (one cargo target dir).
 pub struct Binaries {
     pub dir: PathBuf,
+    /// Run each node's agent from this container image under podman instead of from `dir`.
+    pub agent_image: Option<String>,
+}
+
+/// True if `name` is an executable on PATH.
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
 }
 
 impl Binaries {
@@ -31,7 +39,10 @@ impl Binaries {
                 bail!("{} is missing next to podnet-lab: build the workspace (cargo build --workspace) or use `cargo xtask lab`", dir.join(b).display());
             }
         }
-        Ok(Binaries { dir })
+        Ok(Binaries {
+            dir,
+            agent_image: None,
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

@@ -94,6 +94,9 @@ pub struct LabState {
     /// The Services' processes: each node's service proxy, the API server stand-ins.
     #[serde(default)]
     pub service_procs: Vec<Proc>,
+    /// The agents run from this container image under podman (`up --agent-image`).
+    #[serde(default)]
+    pub agent_image: Option<String>,
 }
 
 fn datastore_routing() -> String {

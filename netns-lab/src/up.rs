@@ -64,8 +64,13 @@ pub fn up(
     bins: &Binaries,
 ) -> Result<LabState> {
     let started = Instant::now();
-    if routing == "bgp" || !scenario.routers.is_empty() {
+    // BIRD on this machine: for the routers, and for agents that run from here (an agent
+    // image brings its own).
+    if (routing == "bgp" && bins.agent_image.is_none()) || !scenario.routers.is_empty() {
         check_bird()?;
+    }
+    if let Some(image) = &bins.agent_image {
+        crate::agent_image::check(image)?;
     }
     if routing != "bgp" && !scenario.segments.is_empty() {
         bail!(
@@ -113,6 +118,7 @@ pub fn up(
         routers: Vec::new(),
         outside: Vec::new(),
         service_procs: Vec::new(),
+        agent_image: bins.agent_image.clone(),
     };
     lab.save()?;
     // From here on, a failure removes everything this `up` made.
@@ -417,32 +423,44 @@ pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> 
     let pool = lab.scenario.pool.clone();
     {
         let node = lab.scenario.nodes[i].clone();
-        let mut cmd = Command::new(bins.path("podnet-agent"));
         // The lab says everything itself: a config file on this host is not the lab's.
-        cmd.args([
+        let mut args: Vec<std::ffi::OsString> = [
             "run",
             "--no-config",
             "--node-name",
             &node.name,
             "--node-ip",
             &node.ip.to_string(),
-        ])
-        .args(["--encapsulation", &lab.encapsulation])
-        .args(["--routing", &lab.routing])
-        .args(lab.scenario.cross_subnet.then_some("--cross-subnet"))
-        .args([
+            "--encapsulation",
+            &lab.encapsulation,
+            "--routing",
+            &lab.routing,
             "--pool",
             &pool.cidr.to_string(),
             "--block-size",
             &pool.block_size.to_string(),
-        ])
-        .args(store_flags(lab))
-        .arg("--state-dir")
-        .arg(lab.node_dir(&node.name))
-        .env("PODNET_LAB", &lab.name);
-        if let Some(b) = node.block {
-            cmd.args(["--node-block", &b.to_string()]);
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        if lab.scenario.cross_subnet {
+            args.push("--cross-subnet".into());
         }
+        args.extend(store_flags(lab).into_iter().map(Into::into));
+        args.push("--state-dir".into());
+        args.push(lab.node_dir(&node.name).into());
+        if let Some(b) = node.block {
+            args.push("--node-block".into());
+            args.push(b.to_string().into());
+        }
+        let cmd = match &lab.agent_image {
+            Some(image) => crate::agent_image::command(lab, &node.name, image, &args)?,
+            None => {
+                let mut c = Command::new(bins.path("podnet-agent"));
+                c.args(&args).env("PODNET_LAB", &lab.name);
+                c
+            }
+        };
         let netns = LabState::netns_path(&node.name);
         let p = procs::spawn_daemon(
             cmd,
@@ -455,7 +473,10 @@ pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> 
             },
             &lab.logs().join(format!("agent-{}.log", node.name)),
         )?;
-        lab.nodes[i].agent = Some(p);
+        lab.nodes[i].agent = Some(p.clone());
+        if lab.agent_image.is_some() {
+            crate::agent_image::wait_running(&lab.name, &node.name, &p)?;
+        }
     }
     Ok(())
 }
