@@ -1,11 +1,13 @@
 //! `cargo xtask`: the project's own machinery. `test` installs what the suite needs and runs
-//! every test (root tests as root); `bench` measures podnet against the reference plugins.
+//! every test (root tests as root); `bench` measures podnet against the reference plugins;
+//! `dist` makes the Debian package and the container image.
 //!
 //! Plain `std::process::Command` and `anyhow`: this is glue, run by developers and CI.
 
 mod bench;
 mod chaos;
 mod deps;
+mod dist;
 mod fuzz;
 mod sh;
 mod test;
@@ -39,6 +41,9 @@ enum Task {
     Soak(chaos::SoakArgs),
     /// Coverage-guided fuzzing of a parser (`fuzz cni_config --seconds 300`, or `fuzz all`).
     Fuzz(fuzz::Args),
+    /// Build what an operator installs: `dist deb` (the Debian package), `dist image` (the
+    /// container image).
+    Dist(dist::Args),
     /// Run a command under a Debian kernel with IPIP, in qemu (`vm -- CMD`, `vm --shell`).
     Vm(vm::Args),
     /// Build the binaries and run `podnet-lab` with these arguments (`lab up`, `lab test`,
@@ -67,6 +72,7 @@ fn main() -> Result<()> {
         Task::Bench(args) => bench::run(args),
         Task::Lab { args } => lab(args),
         Task::Vm(args) => vm::run(args),
+        Task::Dist(args) => dist::run(args),
         Task::Chaos(args) => chaos::run(args),
         Task::Fuzz(args) => fuzz::run(args),
         Task::Soak(args) => chaos::soak(args),

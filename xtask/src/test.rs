@@ -1,7 +1,8 @@
 //! `cargo xtask test`: everything CI runs. Installs what is missing, lints the GitHub workflow,
 //! validates the Kubernetes manifests, builds as the calling user, packages the product crates
 //! (`cargo package`, offline), runs unit tests as that user and the root tests (marked
-//! `#[ignore = "needs root"]`) as root, then every fuzz target for a few seconds. Root tests
+//! `#[ignore = "needs root"]`) as root, then the Debian package and the container image for
+//! real (`dist check`), then every fuzz target for a few seconds. Root tests
 //! are never skipped silently: without root and without sudo this fails and says why. The IPIP suite (tests named `ipip_`) runs
 //! natively where the kernel has IPIP, else in one boot of `cargo xtask vm`; the `ipip_vm_`
 //! tests (they unload kernel modules) run in the VM always.
@@ -80,6 +81,7 @@ pub fn run(args: Args) -> Result<()> {
         )?;
     }
     if args.test_args.is_empty() {
+        dist_check()?;
         fuzz_briefly()?;
     }
     if native_ipip {
@@ -90,6 +92,19 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("IPIP suite: this kernel has no IPIP, so the ipip_ tests run under a Debian kernel in qemu (cargo xtask vm)");
     ipip_in_vm("ipip_")
+}
+
+/// The Debian package and the container image, installed and run for real (as root).
+fn dist_check() -> Result<()> {
+    if is_root() {
+        return crate::dist::check::run();
+    }
+    let me = std::env::current_exe()?;
+    execute(
+        sh::as_root(me.to_str().expect("UTF-8 path"))?
+            .arg("dist")
+            .arg("check"),
+    )
 }
 
 /// Seconds each fuzz target runs in the suite (`cargo xtask fuzz` for longer).
