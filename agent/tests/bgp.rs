@@ -323,7 +323,7 @@ fn stopping_the_node_service_leaves_bgp_routes_in_the_kernel() {
     // What `systemctl stop podnet-agent` (the package's prerm) does: SIGTERM to the agent
     // and to BIRD in its control group. Traffic must keep flowing: BIRD's kernel protocol
     // persists.
-    let mut c = bgp_cluster("bgpstop", 2);
+    let mut c = bgp_cluster("bgpterm", 2);
     c.start_all("vxlan");
     wait_bgp_converged(&c, Duration::from_secs(30));
     let before = bird_table(&c, 0);
