@@ -7,12 +7,16 @@
 //!   error with an integer `code` and a `msg`, an ADD result with an address;
 //! - an ADD that succeeded is undone by a DEL of the same call, which must succeed;
 //! - then the sandbox is as before the input (no veth, no route, nothing in a pod namespace,
-//!   no process, no mount, nothing in `/run`) and the datastore the config names holds no address (nothing half-made, nothing leaked).
+//!   no process, no mount, nothing in `/run`) and the datastore the config names holds no
+//!   address (nothing half-made, nothing leaked). That datastore is the one thing an input
+//!   may leave, wherever it names it: the plugins create a missing SQLite file by design. It
+//!   is removed after the check, so that each input starts from the same sandbox.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use podnet_cni_types::{reply::render, CniEnv, CniError, CniVersion, Command};
 use podnet_fuzz::sandbox;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 static BEFORE: OnceLock<sandbox::World> = OnceLock::new();
@@ -46,11 +50,57 @@ fuzz_target!(
                 panic!("ADD succeeded, DEL of the same call failed: {e:?}");
             }
         }
-        let after = sandbox::world();
+        // The datastore the config names is kept by design (the plugins create a missing
+        // SQLite file): it is checked for what it holds, then removed for the next input.
+        let store = sqlite_store(ipam, stdin).and_then(|(conf, path)| Some((conf, real(&path)?)));
+        let mut after = sandbox::world();
+        if let Some((_, path)) = &store {
+            let before = &BEFORE.get().expect("set at init").run;
+            after
+                .run
+                .retain(|p| before.contains(p) || !is_store_or_its_folder(p, path));
+        }
         assert_eq!(BEFORE.get(), Some(&after), "the input left something behind");
-        no_address_held(ipam, stdin);
+        if let Some((conf, path)) = store {
+            if path.exists() {
+                no_address_held(&conf);
+                remove_store(&path);
+            }
+        }
     }
 );
+
+/// Where `path` really is (`/var//run/x.db` is `/run/x.db`), if its folder exists.
+fn real(path: &Path) -> Option<PathBuf> {
+    Some(
+        std::fs::canonicalize(path.parent()?)
+            .ok()?
+            .join(path.file_name()?),
+    )
+}
+
+/// `p` is the store file, its WAL or shared memory, or a folder on the way to it (the caller
+/// keeps the folders that were there before).
+fn is_store_or_its_folder(p: &str, store: &Path) -> bool {
+    let p = Path::new(p);
+    p.starts_with(store.parent().unwrap_or(store)) && store.starts_with(p)
+        || ["", "-wal", "-shm", "-journal"]
+            .iter()
+            .any(|s| p.as_os_str() == format!("{}{s}", store.display()).as_str())
+}
+
+/// Removes the store's files and the folders made for it (each only if empty), down to `/`.
+fn remove_store(store: &Path) {
+    for s in ["", "-wal", "-shm", "-journal"] {
+        let _ = std::fs::remove_file(format!("{}{s}", store.display()));
+    }
+    let before = &BEFORE.get().expect("set at init").run;
+    for dir in store.ancestors().skip(1) {
+        if before.iter().any(|b| Path::new(b) == dir) || std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+    }
+}
 
 fn call(
     ipam: bool,
@@ -97,27 +147,30 @@ fn check_reply(env: &CniEnv, version: CniVersion, outcome: Result<serde_json::Va
     }
 }
 
-/// The SQLite store the call used (the IPAM config, as the main plugin hands it on) holds no
-/// allocation once the input is done.
-fn no_address_held(ipam: bool, stdin: &[u8]) {
+/// The SQLite store the call used (the IPAM config, as the main plugin hands it on) and its
+/// path, if the call got that far that it could have opened one.
+fn sqlite_store(ipam: bool, stdin: &[u8]) -> Option<(podnet_ipam::DatastoreConfig, PathBuf)> {
     let doc = if ipam {
         stdin.to_vec()
     } else {
         match podnet_cni::config::NetConf::parse(stdin) {
             Ok(c) if c.ipam_in_process() => c.ipam_document(),
-            _ => return,
+            _ => return None,
         }
     };
-    let Ok(conf) = podnet_ipam::plugin::NetConf::parse(&doc) else {
-        return;
-    };
-    if !matches!(
-        conf.ipam.datastore,
-        podnet_ipam::DatastoreConfig::Sqlite { .. }
-    ) {
-        return;
+    let conf = podnet_ipam::plugin::NetConf::parse(&doc).ok()?;
+    match &conf.ipam.datastore {
+        podnet_ipam::DatastoreConfig::Sqlite { path, .. } => {
+            let path = path.clone();
+            Some((conf.ipam.datastore, path))
+        }
+        _ => None,
     }
-    let Ok(store) = conf.ipam.datastore.open() else {
+}
+
+/// The store holds no allocation once the input is done, and agrees with itself.
+fn no_address_held(datastore: &podnet_ipam::DatastoreConfig) {
+    let Ok(store) = datastore.open() else {
         return;
     };
     let summary = podnet_ipam::inspect::summary(&*store).expect("read the store back");
