@@ -83,7 +83,7 @@ fn real(path: &Path) -> Option<PathBuf> {
 /// keeps the folders that were there before).
 fn is_store_or_its_folder(p: &str, store: &Path) -> bool {
     let p = Path::new(p);
-    p.starts_with(store.parent().unwrap_or(store)) && store.starts_with(p)
+    store.starts_with(p)
         || ["", "-wal", "-shm", "-journal"]
             .iter()
             .any(|s| p.as_os_str() == format!("{}{s}", store.display()).as_str())
