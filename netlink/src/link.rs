@@ -92,9 +92,17 @@ pub struct VxlanSpec<'a> {
     pub mtu: u32,
 }
 
+/// The kernel's buffer for an interface name, its NUL included.
+const IFNAMSIZ: usize = 16;
+
 impl Netlink {
-    /// The link called `name`, if any.
+    /// The link called `name`, if any. A name no interface can have (empty, or longer than
+    /// the kernel's 15 bytes, which it answers with ERANGE) has none: callers look up names
+    /// they were given (a prevResult's interfaces), and "no such link" is the true answer.
     pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
+        if name.is_empty() || name.len() >= IFNAMSIZ {
+            return Ok(None);
+        }
         let msg = LinkUnspec::new_with_name(name).build();
         Ok(self
             .get(
