@@ -24,6 +24,20 @@ pub struct ServicePortRecord {
     pub protocol: String,
     pub port: u16,
     pub target_port: u16,
+    /// A named `targetPort` resolves per pod (each pod names its own container port): each
+    /// endpoint's port where it differs from `target_port`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub endpoint_ports: BTreeMap<Ipv4Addr, u16>,
+}
+
+impl ServicePortRecord {
+    /// The port `endpoint` listens on for this Service port.
+    pub fn target_port_of(&self, endpoint: Ipv4Addr) -> u16 {
+        self.endpoint_ports
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(self.target_port)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,6 +32,7 @@ pub fn to_proxy(r: &ServiceRecord) -> Option<Service> {
                 },
                 port: p.port,
                 target_port: p.target_port,
+                endpoint_ports: p.endpoint_ports.clone(),
             })
             .collect(),
         endpoints: r.endpoints.iter().map(|&ip| Endpoint { ip }).collect(),

@@ -183,7 +183,8 @@ pub struct RunningPod<'a> {
 /// selector (a selector matching nothing is allowed: no endpoints); for `default/kubernetes`
 /// without a selector, the control-plane nodes. A named target port takes each pod's
 /// container port of that name, and a pod without one is no endpoint of that port (as in
-/// Kubernetes); podnet's record keeps one target port per port, the first pod's.
+/// Kubernetes). Each pod resolves the name itself: the record keeps the first pod's port and,
+/// for the pods whose port of that name differs, theirs (as EndpointSlices do).
 pub fn record(s: &Settled, pods: &[RunningPod], control_plane: &[Ipv4Addr]) -> ServiceRecord {
     let selected: Vec<&RunningPod> = if s.selector.is_empty() {
         Vec::new()
@@ -205,11 +206,18 @@ pub fn record(s: &Settled, pods: &[RunningPod], control_plane: &[Ipv4Addr]) -> S
     };
     let mut ports = Vec::new();
     for p in &s.ports {
+        let mut endpoint_ports = BTreeMap::new();
         let target = match &p.target {
             TargetPort::Number(n) => Some(*n),
-            TargetPort::Name(name) => selected
-                .iter()
-                .find_map(|pod| named_port(pod.manifest, name)),
+            TargetPort::Name(name) => {
+                let each: Vec<(Ipv4Addr, u16)> = selected
+                    .iter()
+                    .filter_map(|pod| Some((pod.ip, named_port(pod.manifest, name)?)))
+                    .collect();
+                let first = each.first().map(|&(_, port)| port);
+                endpoint_ports.extend(each.into_iter().filter(|&(_, port)| Some(port) != first));
+                first
+            }
         };
         if let TargetPort::Name(name) = &p.target {
             endpoints.retain(|ip| {
@@ -223,6 +231,7 @@ pub fn record(s: &Settled, pods: &[RunningPod], control_plane: &[Ipv4Addr]) -> S
             protocol: p.protocol.clone(),
             port: p.port,
             target_port: target.unwrap_or(p.port),
+            endpoint_ports,
         });
     }
     endpoints.sort();
@@ -299,6 +308,51 @@ mod tests {
             let e = settle(&manifests(yaml), RANGE.parse().unwrap()).unwrap_err();
             assert!(e.to_string().contains(why), "{why}: {e}");
         }
+    }
+
+    #[test]
+    fn a_named_target_port_resolves_per_pod() {
+        let pod = |name: &str, port: u16| -> PodManifest {
+            serde_yaml::from_str(&format!(
+                "metadata: {{name: {name}, labels: {{app: alt}}}}\nspec: {{containers: [{{name: c, ports: [{{containerPort: {port}, name: http-alt}}]}}]}}"
+            ))
+            .unwrap()
+        };
+        let (a, b, c) = (pod("a", 8080), pod("b", 9090), pod("c", 8080));
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let running = [
+            RunningPod {
+                manifest: &a,
+                ip: ip("10.233.99.2"),
+            },
+            RunningPod {
+                manifest: &b,
+                ip: ip("10.233.78.1"),
+            },
+            RunningPod {
+                manifest: &c,
+                ip: ip("10.233.78.2"),
+            },
+        ];
+        let s = settle(
+            &manifests("- {metadata: {name: alt}, spec: {selector: {app: alt}, ports: [{port: 80, targetPort: http-alt}]}}"),
+            RANGE.parse().unwrap(),
+        )
+        .unwrap();
+        let r = record(&s[0], &running, &[]);
+        let port = &r.ports[0];
+        assert_eq!(port.target_port_of(ip("10.233.99.2")), 8080);
+        assert_eq!(
+            port.target_port_of(ip("10.233.78.1")),
+            9090,
+            "b names http-alt 9090"
+        );
+        assert_eq!(port.target_port_of(ip("10.233.78.2")), 8080);
+        assert_eq!(
+            port.endpoint_ports.len(),
+            1,
+            "only the pod that differs is listed"
+        );
     }
 
     #[test]

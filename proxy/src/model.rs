@@ -1,6 +1,7 @@
 //! Services and endpoints as the proxy sees them: what the API server's Service and
 //! EndpointSlice objects say, reduced to what the data path needs.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 
@@ -37,6 +38,19 @@ pub struct ServicePort {
     pub protocol: Protocol,
     pub port: u16,
     pub target_port: u16,
+    /// Endpoints whose port differs from `target_port` (a named targetPort each pod resolves
+    /// to a port of its own, as Kubernetes' EndpointSlices carry it).
+    pub endpoint_ports: BTreeMap<Ipv4Addr, u16>,
+}
+
+impl ServicePort {
+    /// The port `endpoint` listens on for this Service port.
+    pub fn target_port_of(&self, endpoint: Ipv4Addr) -> u16 {
+        self.endpoint_ports
+            .get(&endpoint)
+            .copied()
+            .unwrap_or(self.target_port)
+    }
 }
 
 /// A ready endpoint of a Service (a pod matching its selector).
@@ -74,6 +88,7 @@ impl Service {
                 protocol: Protocol::Tcp,
                 port,
                 target_port,
+                endpoint_ports: BTreeMap::new(),
             }],
             endpoints: endpoints.iter().map(|&ip| Endpoint { ip }).collect(),
         }

@@ -153,7 +153,7 @@ pub fn desired(services: &[Service]) -> Table {
                     p.protocol,
                     port_label(p),
                     e.ip,
-                    p.target_port
+                    p.target_port_of(e.ip)
                 );
                 // Hairpin: a pod reaching itself through its Service leaves masqueraded, or
                 // its own reply would bypass the DNAT's reverse translation.
@@ -164,7 +164,11 @@ pub fn desired(services: &[Service]) -> Table {
                     ep.clone(),
                     vec![
                         rule(hairpin),
-                        rule(Expr::dnat_to(p.protocol.number(), e.ip, p.target_port)),
+                        rule(Expr::dnat_to(
+                            p.protocol.number(),
+                            e.ip,
+                            p.target_port_of(e.ip),
+                        )),
                     ],
                 ));
                 targets.push((Map::index_key(i as u32), Verdict::Goto(ep)));
@@ -212,6 +216,7 @@ mod tests {
             protocol: Protocol::Udp,
             port: 53,
             target_port: 53,
+            endpoint_ports: Default::default(),
         }];
         let t = desired(&[web(&["10.233.78.2", "10.233.99.2"]), dns]);
         insta::assert_snapshot!(t.to_string());
@@ -224,6 +229,18 @@ mod tests {
         assert_eq!(a, b);
         let picks = a.map("service-default/web/tcp/http-endpoints").unwrap();
         assert_eq!(picks.elements().len(), 2, "duplicates count once");
+    }
+
+    #[test]
+    fn each_endpoint_is_translated_to_its_own_port() {
+        let mut s = web(&["10.233.78.2", "10.233.99.2"]);
+        s.ports[0]
+            .endpoint_ports
+            .insert("10.233.99.2".parse().unwrap(), 9090);
+        let text = desired(&[s]).to_string();
+        assert!(text.contains("dnat to 10.233.78.2:8080"), "{text}");
+        assert!(text.contains("dnat to 10.233.99.2:9090"), "{text}");
+        assert!(!text.contains("10.233.99.2:8080"), "{text}");
     }
 
     #[test]

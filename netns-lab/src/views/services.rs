@@ -62,7 +62,7 @@ pub fn get_endpoints(lab: &LabState) -> Result<String> {
             .flat_map(|ip| {
                 s.ports
                     .iter()
-                    .map(move |p| format!("{ip}:{}", p.target_port))
+                    .map(move |p| format!("{ip}:{}", p.target_port_of(*ip)))
             })
             .collect();
         let shown = match all.len() {

@@ -336,5 +336,5 @@ fn endpoint_of(lab: &LabState, s: &ServiceRecord, port: u16, who: &str) -> Optio
         Err(_) => lab.scenario.nodes.iter().find(|n| n.name == who)?.ip,
     };
     let p = s.ports.iter().find(|p| p.port == port)?;
-    Some(SocketAddrV4::new(ip, p.target_port))
+    Some(SocketAddrV4::new(ip, p.target_port_of(ip)))
 }
