@@ -9,7 +9,7 @@ use crate::scenario::PodManifest;
 use crate::services::{settle, ServiceManifest};
 use crate::state::LabState;
 use anyhow::{bail, Context, Result};
-use podnet_ipam::services;
+use podnet_ipam::services::{self, ServiceRecord};
 use serde::Deserialize;
 
 /// Settles the lab's Services, writes each one's ClusterIP into its manifest (so a later
@@ -22,7 +22,8 @@ pub fn store_services(lab: &mut LabState) -> Result<()> {
     }
     let records = crate::services_up::records(lab)?;
     lab.with_store(move |st| -> Result<()> {
-        for r in services::list(st)? {
+        let stored = services::list(st)?;
+        for r in &stored {
             if !records
                 .iter()
                 .any(|w| w.namespace == r.namespace && w.name == r.name)
@@ -30,12 +31,33 @@ pub fn store_services(lab: &mut LabState) -> Result<()> {
                 services::delete(st, &r.namespace, &r.name)?;
             }
         }
-        for r in &records {
-            services::put(st, r)?;
+        for r in changed(&stored, records) {
+            services::put(st, &r)?;
         }
         Ok(())
     })??;
     lab.save()
+}
+
+/// The records to write over `stored`: a Service keeps the age it was made with however often
+/// it is rewritten, and one that did not change is not written again (its proxies have
+/// nothing to do).
+fn changed(stored: &[ServiceRecord], records: Vec<ServiceRecord>) -> Vec<ServiceRecord> {
+    records
+        .into_iter()
+        .filter_map(|mut r| {
+            let old = stored
+                .iter()
+                .find(|o| o.namespace == r.namespace && o.name == r.name);
+            if let Some(old) = old {
+                r.created = old.created;
+                if *old == r {
+                    return None;
+                }
+            }
+            Some(r)
+        })
+        .collect()
 }
 
 /// `apply -f FILE`: Services (created or configured) and Pods (created; scheduled unless
@@ -126,4 +148,37 @@ pub fn delete_pod(lab: &mut LabState, bins: &Binaries, name: &str) -> Result<Str
     pods::remove(lab, bins, name)?;
     store_services(lab)?;
     Ok(format!("pod \"{name}\" deleted"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, endpoints: &[&str], created: u64) -> ServiceRecord {
+        ServiceRecord {
+            namespace: "default".into(),
+            name: name.into(),
+            cluster_ip: Some("10.233.0.20".parse().unwrap()),
+            ports: vec![],
+            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            selector: Default::default(),
+            created,
+        }
+    }
+
+    #[test]
+    fn a_rewritten_service_keeps_its_age_and_an_unchanged_one_is_not_written() {
+        let stored = [svc("web", &["10.233.78.2"], 100), svc("db", &[], 200)];
+        let rebuilt = vec![
+            svc("web", &["10.233.78.2", "10.233.99.2"], 900),
+            svc("db", &[], 900),
+            svc("new", &[], 900),
+        ];
+        let written = changed(&stored, rebuilt);
+        let ages: Vec<(&str, u64)> = written
+            .iter()
+            .map(|r| (r.name.as_str(), r.created))
+            .collect();
+        assert_eq!(ages, [("web", 100), ("new", 900)]);
+    }
 }
