@@ -144,7 +144,10 @@ pub fn render(s: &Snapshot<'_>) -> String {
             s.bgp.cluster.graceful_restart_seconds
         ),
     );
-    line(w, "  connect delay time 2;");
+    // BIRD's floor (it waits at least 1 s, minus up to a quarter at random: RFC 4271 §10);
+    // Calico writes 2. Only the first connect after a session starts waits for it: no timer
+    // that keeps a session up (hold, keepalive) is shorter than BIRD's defaults.
+    line(w, "  connect delay time 1;");
     line(w, "  connect retry time 5;");
     line(w, "  error wait time 5, 30;");
     line(w, "  ipv4 {");
@@ -511,7 +514,7 @@ pub(crate) mod tests {
             "local 10.192.0.2 as 64512;",
             "source address 10.192.0.2;",
             "graceful restart",
-            "connect delay time 2;",
+            "connect delay time 1;", // Calico's is 2: podnet takes BIRD's floor
             "connect retry time 5;",
             "error wait time 5, 30;",
             "gateway recursive;",
