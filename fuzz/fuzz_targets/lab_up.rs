@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 
 static BEFORE: OnceLock<sandbox::World> = OnceLock::new();
 static BINS: OnceLock<Binaries> = OnceLock::new();
+/// How long an `up` waits without progress before it gives up (as `podnet-lab up --timeout`).
+const LAB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fuzz_target!(
     init: {
@@ -50,7 +52,7 @@ fuzz_target!(
             "bgp"
         };
         let bins = BINS.get().expect("set at init");
-        if podnet_lab::up::up(scenario, encap, "sqlite", 1, routing, bins).is_ok() {
+        if podnet_lab::up::up(scenario, encap, "sqlite", 1, routing, bins, LAB_TIMEOUT).is_ok() {
             podnet_lab::down::down(&name).expect("down after a complete up");
         }
         let after = sandbox::world();

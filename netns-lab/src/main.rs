@@ -57,6 +57,10 @@ enum Cmd {
         /// node, privileged), as a DaemonSet would; `cargo xtask dist image` builds one.
         #[arg(long, value_name = "IMAGE")]
         agent_image: Option<String>,
+        /// Give up waiting for the agents (registration, then every node's routes) after this
+        /// many seconds in which nothing progressed; a slow but moving start-up never fails.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        timeout: u64,
         /// Print less.
         #[arg(short, long)]
         quiet: bool,
@@ -358,6 +362,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             routing,
             cross_subnet,
             agent_image,
+            timeout,
             quiet,
         } => {
             let mut s = match (scenario, nodes) {
@@ -372,7 +377,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if ![1, 3, 5].contains(&etcd_members) || (etcd_members > 1 && datastore != "etcd") {
                 bail!("--etcd-members {etcd_members}: 1, 3 or 5, and more than one only with --datastore etcd");
             }
-            let l = up::up(s, encap, &datastore, etcd_members, &routing, &bins)?;
+            let wait = std::time::Duration::from_secs(timeout);
+            let l = up::up(s, encap, &datastore, etcd_members, &routing, &bins, wait)?;
             if !quiet {
                 views::next_steps(&l);
             }

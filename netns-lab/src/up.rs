@@ -62,6 +62,7 @@ pub fn up(
     etcd_members: usize,
     routing: &str,
     bins: &Binaries,
+    timeout: Duration,
 ) -> Result<LabState> {
     let started = Instant::now();
     // BIRD on this machine: for the routers, and for agents that run from here (an agent
@@ -122,7 +123,7 @@ pub fn up(
     };
     lab.save()?;
     // From here on, a failure removes everything this `up` made.
-    if let Err(e) = build(&mut lab, encap, bins) {
+    if let Err(e) = build(&mut lab, encap, bins, timeout) {
         eprintln!("podnet-lab: up failed, removing what it made");
         if let Err(d) = crate::down::down(&lab.name) {
             eprintln!("{d:#}");
@@ -145,7 +146,7 @@ pub fn up(
     Ok(lab)
 }
 
-fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
+fn build(lab: &mut LabState, encap: Encap, bins: &Binaries, timeout: Duration) -> Result<()> {
     std::fs::create_dir_all(lab.logs())?;
     let t = Instant::now();
     build_fabric_and_nodes(lab)?;
@@ -170,24 +171,34 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries) -> Result<()> {
     }
     start_agents(lab, bins)?;
     register_pods(lab)?;
-    // Pod namespaces need no agent: make them while the agents converge.
-    let shared: &LabState = lab;
-    let (routes, namespaces) = std::thread::scope(|s| {
-        let made = s.spawn(|| create_pod_namespaces(shared));
-        let routes = wait_for_routes(shared);
-        (routes, made.join().expect("namespace thread panicked"))
+    let agents_started = t.elapsed();
+    // Pods need their node's agent registered (its tunnel address taken, its MTU published),
+    // not BGP: they are made while the routes converge.
+    let converging = lab.clone();
+    let (routes, pods) = std::thread::scope(|s| {
+        let routes = s.spawn(|| wait_for_routes(&converging, timeout));
+        let pods = (|| -> Result<(Duration, Duration)> {
+            create_pod_namespaces(lab)?;
+            wait_for_registration(lab, timeout)?;
+            let registered = t.elapsed();
+            let p = Instant::now();
+            add_pods(lab, bins)?;
+            Ok((registered, p.elapsed()))
+        })();
+        (routes.join().expect("route wait panicked"), pods)
     });
+    let (registered, pods) = pods?;
     routes?;
-    namespaces?;
-    let agents = t.elapsed();
-    let t = Instant::now();
-    add_pods(lab, bins)?;
+    let converged = t.elapsed();
     crate::services_up::start(lab, bins)?;
     eprintln!(
-        "timing: namespaces and fabric {:.2} s, agents converged {:.2} s, pods {:.2} s",
+        "timing: namespaces and fabric {:.2} s, agents started {:.2} s, registered {:.2} s, \
+         pods {:.2} s (meanwhile), routes converged {:.2} s",
         nodes.as_secs_f64(),
-        agents.as_secs_f64(),
-        t.elapsed().as_secs_f64()
+        agents_started.as_secs_f64(),
+        registered.as_secs_f64(),
+        pods.as_secs_f64(),
+        converged.as_secs_f64(),
     );
     lab.complete = true;
     lab.save()
@@ -482,8 +493,10 @@ pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> 
 }
 
 /// Waits until every node's kernel has a route to every node's block (the agent's, or BIRD's
-/// in BGP mode).
-fn wait_for_routes(lab: &LabState) -> Result<()> {
+/// in BGP mode). It gives up only after `timeout` without progress (no node gained a route):
+/// a busy machine is slow, not broken. Giving up names the nodes, the routes they miss and, in
+/// BGP mode, their sessions that are not Established.
+fn wait_for_routes(lab: &LabState, timeout: Duration) -> Result<()> {
     let n = lab.nodes.len();
     let mut sockets: Vec<Netlink> = lab
         .nodes
@@ -491,26 +504,16 @@ fn wait_for_routes(lab: &LabState) -> Result<()> {
         .map(|node| Ok(Netns::open(LabState::netns_path(&node.name))?.run(Netlink::open)??))
         .collect::<Result<_>>()?;
     let start = Instant::now();
+    let mut last_progress = Instant::now();
     let mut progress = Progress::new("agents ready", n);
-    let mut ready = vec![false; n];
+    let mut owned = vec![0; n];
     let protocol = lab.block_route_protocol();
-    while ready.iter().any(|r| !r) {
-        if start.elapsed() > Duration::from_secs(60 + n as u64 / 2) {
-            let late: Vec<&str> = lab
-                .nodes
-                .iter()
-                .zip(&ready)
-                .filter(|(_, r)| !**r)
-                .map(|(n, _)| n.name.as_str())
-                .collect();
-            bail!(
-                "agents on {} did not converge; see {}",
-                late.join(", "),
-                lab.logs().display()
-            );
+    while owned.iter().any(|&o| o < n) {
+        if last_progress.elapsed() > timeout {
+            return Err(not_converged(lab, &owned, start.elapsed(), timeout));
         }
         for (i, nl) in sockets.iter_mut().enumerate() {
-            if ready[i] {
+            if owned[i] >= n {
                 continue;
             }
             if let Some(p) = &lab.nodes[i].agent {
@@ -522,19 +525,84 @@ fn wait_for_routes(lab: &LabState) -> Result<()> {
                     bail!("the agent of {} exited:\n{}", lab.nodes[i].name, log.trim());
                 }
             }
-            let owned = nl
+            let now = nl
                 .routes()?
                 .iter()
                 .filter(|r| r.protocol == protocol)
                 .count();
-            if owned >= n {
-                ready[i] = true;
-                progress.step();
+            if now != owned[i] {
+                last_progress = Instant::now();
+                if now >= n {
+                    progress.step();
+                }
+                owned[i] = now;
             }
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// Why the routes did not converge: each late node with how many of the cluster's block routes
+/// it has and (BGP) which of its sessions are not Established.
+fn not_converged(
+    lab: &LabState,
+    owned: &[usize],
+    waited: Duration,
+    timeout: Duration,
+) -> anyhow::Error {
+    let n = lab.nodes.len();
+    let mut lines = Vec::new();
+    for (node, &have) in lab.nodes.iter().zip(owned).filter(|(_, &o)| o < n) {
+        let mut line = format!("  {}: {have} of {n} block routes", node.name);
+        if lab.bgp() && lines.len() < 20 {
+            match crate::views::bgp::all_established(lab, &node.name) {
+                Ok(_) => line.push_str("; every BGP session Established"),
+                Err(why) => line.push_str(&format!("; {why}")),
+            }
+        }
+        lines.push(line);
+    }
+    anyhow::anyhow!(
+        "the routes did not converge: nothing changed for {} s (--timeout), after {:.1} s in all:\n{}\nsee the agents' logs in {}",
+        timeout.as_secs(),
+        waited.as_secs_f64(),
+        lines.join("\n"),
+        lab.logs().display()
+    )
+}
+
+/// Waits until every node's agent has registered the node (taken its tunnel address, published
+/// its MTU): a pod made before would take the tunnel's address, or the wrong MTU.
+fn wait_for_registration(lab: &LabState, timeout: Duration) -> Result<()> {
+    let mut last_progress = Instant::now();
+    let mut seen = 0;
+    loop {
+        let records = lab.with_store(|s| podnet_ipam::nodes::list(s).map(|(r, _)| r))??;
+        let missing: Vec<&str> = lab
+            .scenario
+            .nodes
+            .iter()
+            .filter(|n| !records.iter().any(|r| r.name == n.name))
+            .map(|n| n.name.as_str())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if records.len() != seen {
+            seen = records.len();
+            last_progress = Instant::now();
+        }
+        if last_progress.elapsed() > timeout {
+            bail!(
+                "the agents of {} did not register their nodes in {} s (--timeout); see their logs in {}",
+                missing.join(", "),
+                timeout.as_secs(),
+                lab.logs().display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// In a lab namespace that routes (node, fabric, router, upstream): every ICMP error sent.

@@ -816,3 +816,72 @@ fn a_scenario_with_a_route_reflector() {
     }
     assert_eq!(host_snapshot(), before);
 }
+
+/// Without a tunnel the block's first address goes to a pod: `test` expects what the IPAM hands
+/// out in that mode (ubuntu-test 10.233.99.0, multi-container 10.233.78.2), and passes whole.
+/// A Service whose named targetPort each pod names as a port of its own reaches both pods.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn seed_lab_without_encapsulation_and_a_named_port_per_pod() {
+    let before = host_snapshot();
+    ok(&["up", "--quiet", "--encap", "none"]);
+    let report = lab(&["test"]);
+    let text = String::from_utf8_lossy(&report.stdout).into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alt.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: alt-a, labels: {app: alt}}\nspec:\n  containers: [{name: nginx, image: nginx, ports: [{containerPort: 8080, name: http-alt}]}]\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: alt-b, labels: {app: alt}}\nspec:\n  containers: [{name: nginx, image: nginx, ports: [{containerPort: 9090, name: http-alt}]}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: alt}\nspec:\n  clusterIP: 10.233.0.77\n  selector: {app: alt}\n  ports: [{port: 80, targetPort: http-alt}]\n",
+    )
+    .unwrap();
+    ok(&["apply", "-f", file.to_str().unwrap()]);
+    std::thread::sleep(Duration::from_millis(1200));
+    let endpoints = ok(&["get", "endpoints"]);
+    let answers: Vec<String> = (0..10)
+        .map(|_| {
+            let out = lab(&[
+                "exec",
+                "ubuntu-test",
+                "--",
+                LAB,
+                "http-get",
+                "http://10.233.0.77/",
+            ]);
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect();
+    ok(&["down"]);
+    assert!(report.status.success(), "{text}");
+    for want in [
+        "PASS  ubuntu-test has 10.233.99.0/32",
+        "PASS  multi-container has 10.233.78.2/32",
+        "0 failed",
+    ] {
+        assert!(text.contains(want), "{want}:\n{text}");
+    }
+    assert!(
+        endpoints.contains(":8080") && endpoints.contains(":9090"),
+        "{endpoints}"
+    );
+    let served = answers.iter().filter(|a| a.contains("200 OK")).count();
+    assert_eq!(served, 10, "{answers:?}");
+    assert_gone(&before);
+}
+
+/// `--timeout` is how long `up` waits without progress; giving up says what it waited for
+/// and removes everything it made.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn up_gives_up_after_its_timeout_and_says_what_was_missing() {
+    let before = host_snapshot();
+    let out = lab(&["up", "--quiet", "--timeout", "0"]);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("(--timeout)"), "{said}");
+    assert!(said.contains("sung-ubuntu0"), "names the nodes: {said}");
+    assert_gone(&before);
+}
