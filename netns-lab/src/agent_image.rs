@@ -10,6 +10,9 @@ use anyhow::{bail, Context, Result};
 use std::ffi::OsString;
 use std::process::Command;
 
+/// Where podman looks for the init of `podman run --init` by default.
+const PODMAN_INIT: &str = "/usr/libexec/podman/catatonit";
+
 /// The label that marks a lab's containers.
 const LABEL: &str = "io.podnet.lab";
 
@@ -21,6 +24,11 @@ pub fn check(image: &str) -> Result<()> {
         .context("run podman (Debian package podman) for --agent-image")?;
     if !exists.success() {
         bail!("podman has no image {image}: build it with `cargo xtask dist image`, or `podman images` to list them");
+    }
+    // `podman run --init` mounts podman's init into the container; Debian's podman only
+    // recommends it, and without it every container fails to start.
+    if !std::path::Path::new(PODMAN_INIT).exists() && !crate::runtime::on_path("catatonit") {
+        bail!("podman has no init ({PODMAN_INIT}), which the agents' containers run under: install it (`apt-get install catatonit`)");
     }
     runtime().map(|_| ())
 }
@@ -106,9 +114,14 @@ fn ulimits() -> Vec<String> {
     flags
 }
 
-/// Waits until `podman run` (process `p`) has the container of `node` running, so that a
-/// stop right after a start finds a container to stop.
-pub fn wait_running(lab: &str, node: &str, p: &crate::state::Proc) -> Result<()> {
+/// Waits until `podman run` (process `p`, its output in `log`) has the container of `node`
+/// running, so that a stop right after a start finds a container to stop.
+pub fn wait_running(
+    lab: &str,
+    node: &str,
+    p: &crate::state::Proc,
+    log: &std::path::Path,
+) -> Result<()> {
     let name = container_name(lab, node);
     let start = std::time::Instant::now();
     loop {
@@ -126,7 +139,11 @@ pub fn wait_running(lab: &str, node: &str, p: &crate::state::Proc) -> Result<()>
             return Ok(());
         }
         if !crate::procs::alive(p) {
-            bail!("podman run for {name} exited before the container ran");
+            let said = std::fs::read_to_string(log).unwrap_or_default();
+            bail!(
+                "podman run for {name} exited before the container ran:\n{}",
+                said.trim()
+            );
         }
         if start.elapsed() > std::time::Duration::from_secs(30) {
             bail!("container {name} did not start within 30 s");

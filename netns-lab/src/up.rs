@@ -473,6 +473,7 @@ pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> 
             }
         };
         let netns = LabState::netns_path(&node.name);
+        let log = lab.logs().join(format!("agent-{}.log", node.name));
         let p = procs::spawn_daemon(
             cmd,
             &Placement {
@@ -482,11 +483,11 @@ pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> 
                 },
                 detach: true,
             },
-            &lab.logs().join(format!("agent-{}.log", node.name)),
+            &log,
         )?;
         lab.nodes[i].agent = Some(p.clone());
         if lab.agent_image.is_some() {
-            crate::agent_image::wait_running(&lab.name, &node.name, &p)?;
+            crate::agent_image::wait_running(&lab.name, &node.name, &p, &log)?;
         }
     }
     Ok(())

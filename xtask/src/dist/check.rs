@@ -29,6 +29,12 @@ const RUNC: Package = Package {
     name: "runc",
     provides: "/usr/sbin/runc",
 };
+/// The init that `podman run --init` (as the lab runs the agents) puts in the container: only
+/// a Recommends of podman, so `--no-install-recommends` leaves it out.
+const CATATONIT: Package = Package {
+    name: "catatonit",
+    provides: "/usr/libexec/podman/catatonit",
+};
 
 /// Everything: the two packages built once, then each check.
 pub fn run() -> Result<()> {
@@ -397,7 +403,7 @@ fn wait_established(lab: &Path) -> Result<()> {
 
 /// The image: each program runs from it, and the seed's lab passes with its agents.
 pub fn image() -> Result<()> {
-    deps::ensure(&[&PODMAN, &RUNC, &image::BUILDAH])?;
+    deps::ensure(&[&PODMAN, &RUNC, &CATATONIT, &image::BUILDAH])?;
     let tag = "localhost/podnet:check";
     image::run(image::Args {
         build: Build {
