@@ -37,6 +37,10 @@ enum Cmd {
         /// With --nodes: pods per node.
         #[arg(long, default_value_t = 0, requires = "nodes")]
         pods_per_node: usize,
+        /// With --nodes: a full BGP mesh whatever the size (generated labs of more than 50
+        /// nodes otherwise peer with two route reflectors, node1 and node2).
+        #[arg(long, requires = "nodes")]
+        mesh: bool,
         /// Force the encapsulation (default: the scenario's; auto = IPIP if loaded, else VXLAN).
         #[arg(long, value_enum)]
         encap: Option<Encap>,
@@ -356,6 +360,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             scenario,
             nodes,
             pods_per_node,
+            mesh,
             encap,
             datastore,
             etcd_members,
@@ -367,7 +372,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let mut s = match (scenario, nodes) {
                 (Some(path), _) => Scenario::load(&path)?,
-                (None, Some(n)) => Scenario::generated(n, pods_per_node)?,
+                (None, Some(n)) => {
+                    let mut s = Scenario::generated(n, pods_per_node)?;
+                    if mesh {
+                        s.bgp = None;
+                    } else if let (Some(b), "bgp") = (&s.bgp, routing.as_str()) {
+                        eprintln!(
+                            "{n} nodes: BGP through route reflectors {} instead of a full mesh (more than {} nodes; --mesh for one)",
+                            b.route_reflectors.join(" and "),
+                            podnet_lab::scenario::REFLECTORS_ABOVE
+                        );
+                    }
+                    s
+                }
                 (None, None) => Scenario::seed(),
             };
             s.cross_subnet |= cross_subnet;

@@ -170,6 +170,12 @@ pub struct BgpScenario {
     pub route_reflectors: Vec<String>,
 }
 
+/// Generated labs of more nodes than this route through two route reflectors (node1, node2)
+/// unless `--mesh`: a full mesh has n(n-1)/2 sessions (4,950 at 100 nodes, every BIRD keeping
+/// n-1), and on one small machine their start-up is what `up` waits for. Calico's own advice
+/// is reflectors from about 100 nodes; at 50 a mesh is still 1,225 sessions.
+pub const REFLECTORS_ABOVE: usize = 50;
+
 /// The cluster id the lab gives its route reflectors.
 pub const REFLECTOR_CLUSTER_ID: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 1);
 
@@ -401,7 +407,10 @@ impl Scenario {
             pods,
             segments: Vec::new(),
             routers: Vec::new(),
-            bgp: None,
+            bgp: (n > REFLECTORS_ABOVE).then(|| BgpScenario {
+                node_to_node_mesh: false,
+                route_reflectors: vec!["node1".into(), "node2".into()],
+            }),
             cross_subnet: false,
             outside: None,
             service_cidr: default_service_cidr(),
@@ -805,6 +814,15 @@ mod tests {
     fn generated_scenarios() {
         let s = Scenario::generated(100, 10).unwrap();
         assert_eq!((s.nodes.len(), s.pods.len()), (100, 1000));
+        let bgp = s.bgp.as_ref().expect("100 nodes: reflectors");
+        assert!(!bgp.node_to_node_mesh);
+        assert_eq!(bgp.route_reflectors, ["node1", "node2"]);
+        s.validate()
+            .expect("a generated lab with reflectors is valid");
+        assert!(Scenario::generated(REFLECTORS_ABOVE, 1)
+            .unwrap()
+            .bgp
+            .is_none());
         assert!(Scenario::generated(0, 1).is_err());
     }
 

@@ -177,28 +177,30 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries, timeout: Duration) -
     let converging = lab.clone();
     let (routes, pods) = std::thread::scope(|s| {
         let routes = s.spawn(|| wait_for_routes(&converging, timeout));
-        let pods = (|| -> Result<(Duration, Duration)> {
+        let pods = (|| -> Result<(Duration, Duration, PodTimes)> {
             create_pod_namespaces(lab)?;
             wait_for_registration(lab, timeout)?;
             let registered = t.elapsed();
             let p = Instant::now();
-            add_pods(lab, bins)?;
-            Ok((registered, p.elapsed()))
+            let times = add_pods(lab, bins)?;
+            Ok((registered, p.elapsed(), times))
         })();
         (routes.join().expect("route wait panicked"), pods)
     });
-    let (registered, pods) = pods?;
+    let (registered, pods, pod_times) = pods?;
     routes?;
     let converged = t.elapsed();
+    let services = Instant::now();
     crate::services_up::start(lab, bins)?;
     eprintln!(
         "timing: namespaces and fabric {:.2} s, agents started {:.2} s, registered {:.2} s, \
-         pods {:.2} s (meanwhile), routes converged {:.2} s",
+         pods {:.2} s (meanwhile; {pod_times}), routes converged {:.2} s, services {:.2} s",
         nodes.as_secs_f64(),
         agents_started.as_secs_f64(),
         registered.as_secs_f64(),
         pods.as_secs_f64(),
         converged.as_secs_f64(),
+        services.elapsed().as_secs_f64(),
     );
     lab.complete = true;
     lab.save()
@@ -635,10 +637,11 @@ fn create_pod_namespaces(lab: &LabState) -> Result<()> {
 
 /// Pods in scenario order per node (so addresses come out as the scenario intends), nodes in
 /// parallel, at most [`PARALLEL_ADDS`] at a time: CNI ADD, then the containers.
-fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
+fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<PodTimes> {
     let pods = lab.scenario.pods();
+    let times = std::sync::Mutex::new(PodTimes::default());
     if pods.is_empty() {
-        return Ok(());
+        return Ok(times.into_inner().unwrap());
     }
     // Per node, in order; nodes spread over the workers.
     let mut per_node: Vec<Vec<usize>> = Vec::new();
@@ -663,7 +666,7 @@ fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
                                 break;
                             };
                             for i in list {
-                                out.push(make_pod(shared, bins, i, &pods[i].manifest.spec));
+                                out.push(make_pod(shared, bins, i, &pods[i].manifest.spec, &times));
                                 progress.lock().unwrap().step();
                             }
                         }
@@ -693,20 +696,48 @@ fn add_pods(lab: &mut LabState, bins: &Binaries) -> Result<()> {
     lab.save()?;
     match first_error {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => Ok(times.into_inner().unwrap()),
     }
 }
 
-/// One pod: CNI ADD, then its containers.
+/// Where the pods phase went, summed over its workers: CNI ADD, and the containers (pod files,
+/// namespaces, processes).
+#[derive(Default)]
+struct PodTimes {
+    cni: Duration,
+    containers: Duration,
+    pods: u32,
+}
+
+impl std::fmt::Display for PodTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let each = |d: Duration| d.as_secs_f64() * 1000.0 / f64::from(self.pods.max(1));
+        write!(
+            f,
+            "{:.1} ms CNI ADD + {:.1} ms containers a pod, {PARALLEL_ADDS} at a time",
+            each(self.cni),
+            each(self.containers)
+        )
+    }
+}
+
+/// One pod: CNI ADD, then its containers; what each took is added to `times`.
 fn make_pod(
     lab: &LabState,
     bins: &Binaries,
     i: usize,
     spec: &crate::scenario::PodSpec,
+    times: &std::sync::Mutex<PodTimes>,
 ) -> Result<(usize, serde_json::Value, Vec<crate::state::Proc>)> {
     let mut pod = lab.pods[i].clone();
+    let t = Instant::now();
     let result = runtime::cni(bins, lab, &pod, "ADD")?;
+    let cni = t.elapsed();
     pod.result = Some(result.clone());
     let procs = runtime::start_containers(lab, &pod, spec)?;
+    let mut times = times.lock().unwrap();
+    times.cni += cni;
+    times.containers += t.elapsed() - cni;
+    times.pods += 1;
     Ok((i, result, procs))
 }
