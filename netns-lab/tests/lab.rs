@@ -885,3 +885,41 @@ fn up_gives_up_after_its_timeout_and_says_what_was_missing() {
     assert!(said.contains("sung-ubuntu0"), "names the nodes: {said}");
     assert_gone(&before);
 }
+
+/// A generated lab above 50 nodes peers through node1 and node2 as route reflectors (up says
+/// so; a client has just the two sessions, a reflector one to every other node) and still
+/// routes every block; `--mesh` needs `--nodes`.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn a_generated_lab_above_50_nodes_peers_through_two_reflectors() {
+    let _ = lab(&["down", "--all"]);
+    let before = host_snapshot();
+    let up = lab(&["up", "--nodes", "51", "--pods-per-node", "1"]);
+    let said = String::from_utf8_lossy(&up.stderr).into_owned();
+    let result = std::panic::catch_unwind(|| {
+        assert!(up.status.success(), "{said}");
+        assert!(
+            said.contains("51 nodes: BGP through route reflectors node1 and node2"),
+            "{said}"
+        );
+        let client = ok(&["--lab", "gen51x1", "bgp", "node3"]);
+        assert_eq!(client.matches("| up ").count(), 2, "{client}");
+        let reflector = ok(&["--lab", "gen51x1", "bgp", "node1"]);
+        assert_eq!(reflector.matches("| up ").count(), 50, "{reflector}");
+        let report = ok(&["--lab", "gen51x1", "test"]);
+        assert!(report.contains(" 0 failed"), "{report}");
+    });
+    let _ = lab(&["--lab", "gen51x1", "down"]);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert_eq!(host_snapshot(), before);
+    let mesh = lab(&["up", "--mesh"]);
+    assert!(!mesh.status.success());
+    assert!(
+        String::from_utf8_lossy(&mesh.stderr).contains("--nodes"),
+        "{}",
+        String::from_utf8_lossy(&mesh.stderr)
+    );
+}
