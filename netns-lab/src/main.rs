@@ -127,6 +127,20 @@ enum Cmd {
     /// A real traceroute from a pod, each hop annotated: to a pod or an address (ICMP), or to
     /// a Service (`web`, `svc/web`, `default/web:80`, its ClusterIP; TCP SYNs to its port).
     Trace { from: String, to: String },
+    /// What the network gives a pod: TCP throughput (iperf3) and HTTP requests a second from
+    /// pod FROM to pod TO, beside their two nodes over the fabric (or a bare veth pair when
+    /// both are on one node), whether anything was fragmented, and what the encapsulation
+    /// costs.
+    Perf {
+        from: String,
+        to: String,
+        /// How long each measurement runs.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// The figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// The path of a packet, from the kernel's own route lookups in each namespace.
     Explain {
         from: String,
@@ -536,6 +550,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let hops = views::trace(&l, &from, &to)?;
             print!("{}", views::render_trace(&l, &from, &to, &hops));
+        }
+        Cmd::Perf {
+            from,
+            to,
+            seconds,
+            json,
+        } => {
+            let l = LabState::current(lab)?;
+            let r = views::perf::perf(&l, &from, &to, seconds)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print!("{}", views::perf::render(&r));
+            }
         }
         Cmd::Explain { from, to } => {
             let l = LabState::current(lab)?;

@@ -275,6 +275,11 @@ fn seed_lab_up_test_views_down_leaves_the_host_as_it_was() {
                 && tour.contains("Address: 10.233.0.10"),
             "{tour}"
         );
+        assert!(
+            tour.contains("$ podnet-lab perf ubuntu-test multi-container --seconds 1")
+                && tour.contains("node -> node"),
+            "the tour measures exercise 3's path: {tour}"
+        );
         let no_port = lab(&["explain", "ubuntu-test", "web:81"]);
         assert!(
             String::from_utf8_lossy(&no_port.stderr).contains("Service default/web has no port 81"),
@@ -922,4 +927,58 @@ fn a_generated_lab_above_50_nodes_peers_through_two_reflectors() {
         "{}",
         String::from_utf8_lossy(&mesh.stderr)
     );
+}
+
+/// `perf` measures real traffic: pod -> pod on another node beside node -> node, on the same
+/// node beside a bare veth pair (whose namespaces it removes), full-size segments of the
+/// pods' MTU crossing without a fragment, and a request rate; a pod it does not know is an
+/// error naming it.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn perf_measures_pod_to_pod_beside_its_references() {
+    let _ = lab(&["down", "--all"]);
+    let before = host_snapshot();
+    ok(&["up", "--quiet"]);
+    let result = std::panic::catch_unwind(|| {
+        let json = |to: &str| -> serde_json::Value {
+            let out = ok(&["perf", "ubuntu-test", to, "--seconds", "1", "--json"]);
+            serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+        };
+        let cross = json("web-1");
+        assert_eq!(cross["reference"], "node -> node", "{cross}");
+        assert_eq!(cross["to_node"], "sung-ubuntu05", "{cross}");
+        let same = json("web-0");
+        assert_eq!(same["reference"], "bare veth pair", "{same}");
+        for r in [&cross, &same] {
+            for k in ["pod_gbits", "reference_gbits", "requests_per_second"] {
+                assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+            }
+            assert_eq!(r["fragments"], 0, "{r}");
+            let (mss, mtu) = (r["mss"].as_u64().unwrap(), r["mtu"].as_u64().unwrap());
+            assert!(
+                mss + 52 >= mtu && mss + 40 <= mtu,
+                "a full-size segment: {r}"
+            );
+        }
+        assert!(!namespaces().iter().any(|n| n.contains("perf")));
+        let text = ok(&["perf", "ubuntu-test", "web-1", "--seconds", "1"]);
+        assert!(text.contains("node -> node"), "{text}");
+        assert!(
+            text.contains("vxlan: ") || text.contains("ipip: "),
+            "{text}"
+        );
+        let bad = lab(&["perf", "ubuntu-test", "nosuch"]);
+        assert!(!bad.status.success());
+        assert!(
+            String::from_utf8_lossy(&bad.stderr).contains("nosuch"),
+            "{}",
+            String::from_utf8_lossy(&bad.stderr)
+        );
+    });
+    ok(&["down"]);
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+    assert_eq!(host_snapshot(), before);
 }

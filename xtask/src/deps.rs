@@ -55,6 +55,11 @@ pub const NFTABLES: Package = Package {
     name: "nftables",
     provides: "/usr/sbin/nft",
 };
+/// iperf3, with which `podnet-lab perf` measures TCP throughput.
+pub const IPERF3: Package = Package {
+    name: "iperf3",
+    provides: "/usr/bin/iperf3",
+};
 /// A real etcd for the etcd backend's tests.
 pub const ETCD: Package = Package {
     name: "etcd-server",

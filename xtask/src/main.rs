@@ -55,10 +55,10 @@ enum Task {
 }
 
 /// Builds every binary, then runs the lab with `args` as root; its exit status is ours. BIRD
-/// is installed too: the lab routes by BGP by default.
+/// is installed too (the lab routes by BGP by default), and iperf3 for `perf`.
 fn lab(args: Vec<String>) -> Result<()> {
     deps::ensure_build()?;
-    deps::ensure(&[&deps::BIRD])?;
+    deps::ensure(&[&deps::BIRD, &deps::IPERF3])?;
     sh::execute(sh::cargo().args(["build", "-q", "--workspace", "--bins"]))?;
     let bin = sh::root().join("target/debug/podnet-lab");
     let mut cmd = sh::as_root(bin.to_str().expect("UTF-8 path"))?;

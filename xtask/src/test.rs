@@ -8,7 +8,8 @@
 //! tests (they unload kernel modules) run in the VM always.
 
 use crate::deps::{
-    self, BIRD, CNI_PLUGINS, ETCD, IPROUTE2, NFTABLES, PING, PROTOBUF_TYPES, PROTOC, SQLITE3,
+    self, BIRD, CNI_PLUGINS, ETCD, IPERF3, IPROUTE2, NFTABLES, PING, PROTOBUF_TYPES, PROTOC,
+    SQLITE3,
 };
 use crate::sh::{self, cargo, execute, have, is_root};
 use anyhow::{bail, Result};
@@ -34,6 +35,7 @@ pub fn run(args: Args) -> Result<()> {
         &ETCD,
         &BIRD,
         &NFTABLES,
+        &IPERF3,
     ])?;
     if !args.no_lint {
         lint_workflows()?;

@@ -10,6 +10,7 @@ mod explain_service;
 mod get;
 mod graph;
 mod ifconfig;
+pub mod perf;
 mod pod_file_checks;
 mod routes;
 mod service_checks;

@@ -117,6 +117,15 @@ pub fn tour(lab: &LabState, lang: Lang) -> Result<()> {
             "sung-ubuntu04 는 10.233.78.0/24 가 sung-ubuntu05 뒤에 있다는 것을 어떻게 알까요? 누가 손으로 넣은 경로가 아닙니다. 모든 노드에서 BGP 데몬 BIRD 가 돌고, 다른 모든 노드와 세션(TCP 179)을 맺습니다 (node-to-node mesh). sung-ubuntu05 가 자기 블록을 자기 주소를 next hop 으로 광고하면, sung-ubuntu04 의 BIRD 가 그 경로를 커널에 넣습니다 (위 표의 Origin 칸의 'bird'). 아래 explain 이 그 경로에 대한 BIRD 의 답을 보여 줍니다.",
         ));
     }
+    if crate::runtime::on_path("iperf3") {
+        // What the path of exercise 3 gives a pod, and what the tunnel costs.
+        let tunnel = lab.encapsulation.clone();
+        exercises[2].2.push(step(
+            &["perf", "ubuntu-test", "multi-container", "--seconds", "1"],
+            &format!("What that path gives a pod: TCP throughput and requests a second across the {tunnel} encapsulation, beside the two nodes talking directly over the same fabric. The difference is what the encapsulation costs: bytes of every packet (hence the smaller pod MTU) and the tunnel's work."),
+            &format!("그 길이 파드에게 주는 것: {tunnel} 캡슐화를 지나는 TCP 처리량과 초당 요청 수를, 같은 패브릭 위에서 두 노드가 직접 주고받는 것과 나란히 봅니다. 그 차이가 캡슐화의 비용입니다: 패킷마다 붙는 바이트 (그래서 파드 MTU 가 작습니다) 와 터널의 처리."),
+        ));
+    }
     let bin_dir = std::env::current_exe()?.parent().map(|p| p.to_path_buf());
     for (title_en, title_ko, mut steps) in exercises {
         // podnet-ipam show reads the SQLite file; an etcd lab has none.

@@ -5,6 +5,7 @@ mod agent;
 mod bgp;
 mod call;
 mod cni;
+mod datapath;
 mod egress;
 mod etcd;
 mod ipam;
@@ -30,6 +31,9 @@ enum What {
     /// The routing plane by BGP (mesh, two reflectors) beside datastore routing, at 10 and
     /// 100 nodes (needs root).
     Bgp(bgp::Args),
+    /// What a pod gets from the network (`podnet-lab perf`): pod -> pod beside node -> node and
+    /// beside a bare veth pair, for each encapsulation, and the tunnel's offloads (needs root).
+    Datapath(datapath::Args),
     /// The lab's speed (seed; 100 nodes x 10 pods) beside Mininet's 100 hosts (needs root).
     Lab(lab::Args),
     /// natOutgoing: the agent's apply time (1, 100 pools) and TCP connections/s through the
@@ -49,6 +53,7 @@ pub fn run(args: Args) -> Result<()> {
         What::Agent(a) => agent::run(a),
         What::Bgp(a) => bgp::run(a),
         What::Lab(a) => lab::run(a),
+        What::Datapath(a) => datapath::run(a),
         What::Egress(a) => egress::run(a),
         What::Services(a) => services::run(a),
     }
