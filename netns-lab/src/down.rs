@@ -30,6 +30,7 @@ pub fn down(name: &str) -> Result<()> {
             .chain(lab.routers.iter().cloned())
             .chain(lab.outside.iter().cloned())
             .chain(lab.service_procs.iter().cloned())
+            .chain(lab.mount_template.iter().cloned())
             .chain(
                 lab.pods
                     .iter()

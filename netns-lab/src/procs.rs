@@ -35,11 +35,16 @@ pub enum PodNs<'a> {
     /// Another process of a pod: join the UTS and mount namespaces of this pid.
     Join(u32),
     /// A pod's first container: new UTS (this hostname) and mount namespaces, each
-    /// `(file, over)` bound over the host's `over` in it.
+    /// `(file, over)` bound over the host's `over` in it. The mount namespace is a copy of
+    /// `template`'s (a pid of [`spawn_mount_template`]) when given, else of the host's.
     New {
         hostname: &'a str,
         files: &'a [(PathBuf, &'a str)],
+        template: Option<u32>,
     },
+    /// The lab's mount template: a mount namespace of its own, the host's mounts but those of
+    /// network namespaces (`/run/netns/...`).
+    Template,
 }
 
 impl PodNs<'_> {
@@ -59,7 +64,11 @@ enum Prepared {
     New {
         hostname: String,
         binds: Vec<(CString, CString)>,
+        /// The template's mount namespace and root, and where to come back to.
+        from: Option<(File, File, Option<CString>)>,
     },
+    /// Mount points to detach, deepest first.
+    Template(Vec<CString>),
 }
 
 fn cstring(p: &Path) -> Result<CString> {
@@ -85,7 +94,11 @@ fn prepare(p: &PodNs<'_>) -> Result<Prepared> {
                 cwd: std::env::current_dir().ok().and_then(|d| cstring(&d).ok()),
             }
         }
-        PodNs::New { hostname, files } => {
+        PodNs::New {
+            hostname,
+            files,
+            template,
+        } => {
             let mut binds = Vec::new();
             for (file, over) in files.iter() {
                 if !Path::new(over).exists() {
@@ -93,12 +106,35 @@ fn prepare(p: &PodNs<'_>) -> Result<Prepared> {
                 }
                 binds.push((cstring(file)?, cstring(Path::new(over))?));
             }
+            // A template gone (killed) since is no error: the pod copies the host's mounts.
+            let from = template.and_then(|pid| {
+                let mnt = File::open(format!("/proc/{pid}/ns/mnt")).ok()?;
+                let root = File::open(format!("/proc/{pid}/root")).ok()?;
+                let cwd = std::env::current_dir().ok().and_then(|d| cstring(&d).ok());
+                Some((mnt, root, cwd))
+            });
             Prepared::New {
                 hostname: hostname.to_string(),
                 binds,
+                from,
             }
         }
+        PodNs::Template => Prepared::Template(netns_mounts()?),
     })
+}
+
+/// The mount points of network namespaces (`/run/netns` and what is under it), deepest first.
+fn netns_mounts() -> Result<Vec<CString>> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("read mountinfo")?;
+    let dir = podnet_netlink::netns::NETNS_DIR;
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| *p == dir || p.strip_prefix(dir).is_some_and(|r| r.starts_with('/')))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points.dedup();
+    points.into_iter().map(|p| cstring(Path::new(p))).collect()
 }
 
 /// In the child, between fork and exec: only async-signal-safe system calls.
@@ -133,7 +169,19 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                     libc::chdir(d.as_ptr());
                 }
             }
-            Prepared::New { hostname, binds } => {
+            Prepared::New {
+                hostname,
+                binds,
+                from,
+            } => {
+                if let Some((mnt, root, cwd)) = from {
+                    check(libc::setns(mnt.as_raw_fd(), libc::CLONE_NEWNS))?;
+                    check(libc::fchdir(root.as_raw_fd()))?;
+                    check(libc::chroot(c".".as_ptr()))?;
+                    if let Some(d) = cwd {
+                        libc::chdir(d.as_ptr());
+                    }
+                }
                 check(libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWNS))?;
                 sethostname(hostname)?;
                 // Nothing mounted here may reach the host's mount namespace.
@@ -154,9 +202,43 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                     ))?;
                 }
             }
+            Prepared::Template(points) => {
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                for p in points {
+                    // One may have gone with another (a bind under it) or since: no matter.
+                    libc::umount2(p.as_ptr(), libc::MNT_DETACH);
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Starts the lab's mount template (`sleep infinity` in namespace `netns`, output to `log`):
+/// a mount namespace that holds the host's mounts but those of network namespaces. A pod's
+/// mount namespace starts as a copy of another, and the kernel copies every mount: copied from
+/// the host's, each pod would copy one mount per namespace of the lab (1,100 with 1,000 pods),
+/// and hold every other pod's network namespace besides.
+pub fn spawn_mount_template(netns: &str, log: &Path) -> Result<Proc> {
+    let mut cmd = Command::new("sleep");
+    cmd.arg("infinity");
+    spawn_daemon(
+        cmd,
+        &Placement {
+            netns,
+            pod: PodNs::Template,
+            detach: true,
+        },
+        log,
+    )
+    .context("start the lab's mount template")
 }
 
 /// Prepares `cmd` to run as placed. The namespace files are opened now, in the parent.

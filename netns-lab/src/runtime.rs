@@ -276,6 +276,11 @@ pub fn start_containers(lab: &LabState, pod: &PodState, spec: &PodSpec) -> Resul
                 None => PodNs::New {
                     hostname: &pod.name,
                     files: &files,
+                    template: lab
+                        .mount_template
+                        .as_ref()
+                        .filter(|t| procs::alive(t))
+                        .map(|t| t.pid),
                 },
             },
             detach: true,

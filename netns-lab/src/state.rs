@@ -94,6 +94,10 @@ pub struct LabState {
     /// The Services' processes: each node's service proxy, the API server stand-ins.
     #[serde(default)]
     pub service_procs: Vec<Proc>,
+    /// The process holding the mount namespace pods' own are copied from
+    /// ([`crate::procs::spawn_mount_template`]); without one, pods copy the host's.
+    #[serde(default)]
+    pub mount_template: Option<Proc>,
     /// The agents run from this container image under podman (`up --agent-image`).
     #[serde(default)]
     pub agent_image: Option<String>,

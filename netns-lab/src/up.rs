@@ -119,6 +119,7 @@ pub fn up(
         routers: Vec::new(),
         outside: Vec::new(),
         service_procs: Vec::new(),
+        mount_template: None,
         agent_image: bins.agent_image.clone(),
     };
     lab.save()?;
@@ -170,6 +171,10 @@ fn build(lab: &mut LabState, encap: Encap, bins: &Binaries, timeout: Duration) -
         lab.save()?;
     }
     start_agents(lab, bins)?;
+    let fabric = LabState::netns_path(&format!("{}-fabric", lab.name));
+    let template =
+        crate::procs::spawn_mount_template(&fabric, &lab.logs().join("mount-template.log"))?;
+    lab.mount_template = Some(template);
     register_pods(lab)?;
     let agents_started = t.elapsed();
     // Pods need their node's agent registered (its tunnel address taken, its MTU published),

@@ -982,3 +982,53 @@ fn perf_measures_pod_to_pod_beside_its_references() {
     }
     assert_eq!(host_snapshot(), before);
 }
+
+/// A pod's mount namespace is copied from the lab's template, which holds no mount of a
+/// network namespace: it does not grow with the lab (nor hold other pods' namespaces), and
+/// the pod still has its own resolv.conf and hostname. `down` stops the template.
+#[test]
+#[serial(seed_lab)]
+#[ignore = "needs root"]
+fn pods_mount_namespaces_hold_no_network_namespace() {
+    let _ = lab(&["down", "--all"]);
+    ok(&["up", "--quiet"]);
+    let result = std::panic::catch_unwind(|| {
+        let state: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string("/run/podnet-lab/seed/state.json").unwrap(),
+        )
+        .unwrap();
+        let template = state["mount_template"]["pid"].as_u64().expect("a template");
+        for pod in state["pods"].as_array().unwrap() {
+            let pid = pod["containers"][0]["process"]["pid"].as_u64().unwrap();
+            let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+            assert!(
+                !mounts.contains(" /run/netns/"),
+                "{}: {mounts}",
+                pod["name"]
+            );
+            assert!(
+                mounts.contains(" /etc/resolv.conf "),
+                "{}: {mounts}",
+                pod["name"]
+            );
+        }
+        assert!(
+            !std::fs::read_to_string(format!("/proc/{template}/mountinfo"))
+                .unwrap()
+                .contains(" /run/netns/")
+        );
+        assert_eq!(
+            ok(&["exec", "multi-container", "--", "hostname"]).trim(),
+            "multi-container"
+        );
+        template
+    });
+    ok(&["down"]);
+    let template = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{template}")).exists()
+            || std::fs::read_to_string(format!("/proc/{template}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")),
+        "down stops the mount template"
+    );
+}
