@@ -83,6 +83,10 @@ fn chaos_on_sqlite_breaks_no_invariant() {
             "bird_kills",
             "routes_deleted",
             "gc_runs",
+            // BGP sessions watched throughout; BIRD kills drop some, each explained by its
+            // fault (an unexplained drop is a flap, counted in violations).
+            "session_reads",
+            "session_drops",
         ],
     );
     assert!(f["checks"] >= 3, "{f:?}");

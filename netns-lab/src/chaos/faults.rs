@@ -27,6 +27,9 @@ pub struct Faults {
     agents_down: Vec<(usize, Instant)>,
     etcd_down: Vec<(usize, Instant)>,
     pub counts: FaultCounts,
+    /// Nodes whose agent or BIRD a fault killed or started again, and when: their BGP
+    /// sessions may go down then.
+    pub touched: Vec<(String, Instant)>,
 }
 
 impl Faults {
@@ -44,6 +47,7 @@ impl Faults {
                 let back = Instant::now() + Duration::from_millis(rng.random_range(200..3000));
                 self.agents_down.push((i, back));
                 self.counts.agent_kills += 1;
+                self.touched.push((node.clone(), Instant::now()));
                 Ok(format!("agent of {node} killed"))
             }
             1 if lab.bgp() => {
@@ -52,6 +56,7 @@ impl Faults {
                     procs::signal_pid(*pid, libc::SIGKILL);
                 }
                 self.counts.bird_kills += 1;
+                self.touched.push((node.clone(), Instant::now()));
                 Ok(format!("BIRD of {node} killed ({} process)", birds.len()))
             }
             3 => {
@@ -106,6 +111,8 @@ impl Faults {
         self.agents_down = later;
         for (i, _) in due {
             crate::up::start_agent(lab, bins, i)?;
+            self.touched
+                .push((lab.nodes[i].name.clone(), Instant::now()));
         }
         let (due, later): (Vec<_>, Vec<_>) = self
             .etcd_down

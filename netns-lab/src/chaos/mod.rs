@@ -4,13 +4,16 @@
 //! seconds it pauses the churn, starts what is down, runs CNI GC on every node with the true
 //! list of attachments, waits for the lab to settle and checks the invariants
 //! ([`invariants`]); at the end too, with every runtime idle, and the host's namespace
-//! compared with what it was. Choices come from `--seed` (printed first), so a run can be
+//! compared with what it was. With BGP every node's sessions are watched throughout: one
+//! leaving Established with no fault on either end is a flap, a violation ([`sessions`]).
+//! Choices come from `--seed` (printed first), so a run can be
 //! replayed; the interleaving of 64 processes is the machine's, so a replay follows the same
 //! decisions, not the same timing.
 
 mod faults;
 mod invariants;
 mod runtimes;
+mod sessions;
 mod snapshot;
 pub mod soak;
 
@@ -41,6 +44,9 @@ pub struct Options {
 #[derive(Debug, Default)]
 struct Tally {
     checks: u64,
+    /// BGP: reads of every node's sessions, and the sessions seen leaving Established.
+    session_reads: u64,
+    session_drops: usize,
     gc_runs: u64,
     gc_failures: u64,
     violations: Vec<String>,
@@ -64,6 +70,11 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
     let mut tally = Tally::default();
     let mut faults = faults::Faults::default();
     let started = Instant::now();
+    let stop_watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watch = lab.bgp().then(|| {
+        let (lab, stop) = (lab.clone(), stop_watch.clone());
+        std::thread::spawn(move || sessions::watch(&lab, &stop))
+    });
     let conducted = std::thread::scope(|scope| -> Result<()> {
         for i in 0..o.runtimes {
             let churn = &churn;
@@ -79,6 +90,21 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
         lab.save()?;
         check(lab, bins, &churn, &nft_before, o.settle, &mut tally)
     });
+    stop_watch.store(true, Ordering::Relaxed);
+    if let Some(w) = watch {
+        let seen = w.join().expect("the session watch panicked");
+        let node_of = lab
+            .scenario
+            .nodes
+            .iter()
+            .map(|n| (n.ip.to_string(), n.name.clone()))
+            .collect();
+        tally.session_reads = seen.reads;
+        tally.session_drops = seen.drops.len();
+        tally
+            .violations
+            .extend(sessions::flaps(&seen.drops, &faults.touched, &node_of));
+    }
     remove_sandboxes(lab, &churn)?;
     final_check?;
     let host_after = host_snapshot()?;
@@ -304,6 +330,14 @@ fn report(churn: &Churn<'_>, faults: &faults::Faults, t: &Tally, took: Duration)
         "  GC           {} runs on nodes, {} failed",
         t.gc_runs, t.gc_failures
     );
+    if t.session_reads > 0 {
+        println!(
+            "  BGP          every node's sessions read {} times; {} left Established, each within {} s of a fault on one of its ends or counted below",
+            t.session_reads,
+            t.session_drops,
+            sessions::EXPLAINED_WITHIN.as_secs()
+        );
+    }
     println!(
         "  contract     {} plugin calls without exactly one JSON reply",
         n(&c.contract)
@@ -316,7 +350,8 @@ fn report(churn: &Churn<'_>, faults: &faults::Faults, t: &Tally, took: Duration)
     // The same, one line for scripts.
     println!(
         "chaos-figures adds={} adds_failed={} adds_killed={} dels={} dels_failed={} dels_killed={} \
-         agent_kills={} bird_kills={} routes_deleted={} etcd_kills={} gc_runs={} checks={} violations={violations}",
+         agent_kills={} bird_kills={} routes_deleted={} etcd_kills={} gc_runs={} checks={} \
+         session_reads={} session_drops={} violations={violations}",
         n(&c.adds),
         n(&c.adds_failed),
         n(&c.adds_killed),
@@ -328,6 +363,8 @@ fn report(churn: &Churn<'_>, faults: &faults::Faults, t: &Tally, took: Duration)
         f.routes_deleted,
         f.etcd_kills,
         t.gc_runs,
-        t.checks
+        t.checks,
+        t.session_reads,
+        t.session_drops
     );
 }
