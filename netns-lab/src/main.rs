@@ -219,6 +219,10 @@ enum Cmd {
         /// Seconds between checks.
         #[arg(long, default_value_t = 15)]
         check_every: u64,
+        /// Only the plugin calls' churn, no fault on the nodes: with BGP, any session that
+        /// leaves Established is then a flap (the load alone).
+        #[arg(long)]
+        no_node_faults: bool,
     },
     /// The running lab under steady churn: pods added and removed, nodes joining and
     /// leaving, the invariants checked; agents' memory and descriptors, ADD/DEL latency and
@@ -420,6 +424,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtimes,
             kill_percent,
             check_every,
+            no_node_faults,
         } => {
             let mut l = LabState::current(lab)?;
             let seed = seed.unwrap_or_else(clock_seed);
@@ -429,6 +434,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 runtimes: runtimes.max(1),
                 kill_percent: kill_percent.min(100),
                 check_every: std::time::Duration::from_secs(check_every.max(1)),
+                node_faults: !no_node_faults,
                 // After BIRD restarts its kernel protocol syncs only once graceful-restart
                 // recovery ends (at most BIRD's `graceful restart wait`, 240 s): a route
                 // deleted while BIRD was down can take that long to return.

@@ -36,6 +36,8 @@ pub struct Options {
     pub runtimes: usize,
     pub kill_percent: u32,
     pub check_every: Duration,
+    /// Faults on the nodes (agents, BIRD, routes, etcd), or only the churn.
+    pub node_faults: bool,
     /// How long the lab may take to settle after the faults stop.
     pub settle: Duration,
 }
@@ -153,10 +155,12 @@ fn conduct(
     let mut next_check = Instant::now() + o.check_every;
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(rng.random_range(200..1500)));
-        faults.restore(lab, bins, false)?;
-        let what = faults.inject(lab, &mut rng)?;
-        lab.save()?;
-        churn.note(format!("fault: {what}"));
+        if o.node_faults {
+            faults.restore(lab, bins, false)?;
+            let what = faults.inject(lab, &mut rng)?;
+            lab.save()?;
+            churn.note(format!("fault: {what}"));
+        }
         if Instant::now() >= next_check {
             let _paused = churn.gate.write().unwrap();
             faults.restore(lab, bins, true)?;
