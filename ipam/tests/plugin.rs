@@ -177,6 +177,37 @@ fn version_works_with_a_dummy_netns() {
     );
 }
 
+#[test]
+fn version_and_help_name_the_cni_versions_and_exit_0() {
+    let versions = "CNI protocol versions supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0";
+    for flag in ["--version", "-V", "--help", "-h"] {
+        let out = std::process::Command::new(common::BIN)
+            .arg(flag)
+            .env_clear()
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {stdout}");
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some(concat!("podnet-ipam ", env!("CARGO_PKG_VERSION"))),
+            "{flag}"
+        );
+        assert_eq!(lines.next(), Some(versions), "{flag}: {stdout}");
+        assert_eq!(stdout.contains("Usage:"), flag.contains('h'), "{flag}");
+    }
+    // No flag and no CNI_COMMAND: the CNI error, code 4.
+    let bare = std::process::Command::new(common::BIN)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(1));
+    let reply: serde_json::Value = serde_json::from_slice(&bare.stdout).unwrap();
+    assert_eq!(reply["code"], 4, "{reply}");
+}
+
 /// Every bad input gets its code, a message, and leaves no address allocated.
 #[test]
 fn bad_input_gets_the_right_code_and_allocates_nothing() {
