@@ -4,7 +4,8 @@
 //! over it, so a runtime never executes a half-written binary nor reads a half-written config;
 //! a file already as it should be is left alone (running it again changes nothing). Other
 //! conflists are never touched, and a `10-podnet.conflist` that this command did not write is
-//! refused unless `--force`.
+//! refused unless `--force`. Without `--source-dir` the plugins are taken from beside
+//! `podnet-agent` (the container image), else from [`PACKAGE_PLUGIN_DIR`] (the Debian package).
 
 use crate::settings::{Encapsulation, RunArgs};
 use serde_json::{json, Value};
@@ -27,7 +28,8 @@ pub struct InstallArgs {
     /// Where the runtime looks for network configs.
     #[arg(long, default_value = "/etc/cni/net.d")]
     pub cni_conf_dir: PathBuf,
-    /// Where `podnet` and `podnet-ipam` are taken from [default: beside podnet-agent].
+    /// Where `podnet` and `podnet-ipam` are taken from [default: beside podnet-agent if they
+    /// are there, else /usr/lib/podnet/cni].
     #[arg(long)]
     pub source_dir: Option<PathBuf>,
     /// Replace a 10-podnet.conflist that install-cni did not write.
@@ -48,7 +50,8 @@ pub const TLS_DIR: &str = "podnet-tls";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
-    #[error("{action}: {source}")]
+    // The cause is the error's source: callers print the chain, so it is not repeated here.
+    #[error("{action}")]
     Io {
         action: String,
         source: std::io::Error,
@@ -60,6 +63,17 @@ pub enum InstallError {
     Foreign(PathBuf),
     #[error("install-cni needs the pod pool: set pool in the config file or pass --pool")]
     NoPool,
+    #[error(
+        "the CNI plugins ({}) are not all in any of {}; pass --source-dir",
+        BINARIES.join(", "),
+        places(.0)
+    )]
+    NoPlugins(Vec<PathBuf>),
+}
+
+fn places(dirs: &[PathBuf]) -> String {
+    let shown: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    shown.join(", ")
 }
 
 fn io(action: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
@@ -128,28 +142,77 @@ pub fn conflist(args: &RunArgs, cni_log: &Path, tls_dir: &Path) -> Result<Value,
 }
 
 /// Installs the binaries, then the conflist (a runtime that finds the config finds the
-/// plugins it names). Returns what it did to each file.
+/// plugins it names). Everything is checked and read first (the plugins found, the TLS files
+/// read, a foreign conflist refused), so a refusal changes nothing. Returns what it did to each
+/// file.
 pub fn install(args: &RunArgs, how: &InstallArgs) -> Result<Vec<Outcome>, InstallError> {
+    let places = match &how.source_dir {
+        Some(d) => vec![d.clone()],
+        None => default_places()?,
+    };
+    install_from(args, how, &places)
+}
+
+/// [`install`] taking the plugins from the first of `places` that holds them all (in place of
+/// `--source-dir` and the default places).
+pub fn install_from(
+    args: &RunArgs,
+    how: &InstallArgs,
+    places: &[PathBuf],
+) -> Result<Vec<Outcome>, InstallError> {
+    let files = plan(args, how, &find_plugins(places)?)?;
+    let mut done = Vec::new();
+    for f in files {
+        if let Some(dir) = f.target.parent() {
+            std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
+        }
+        done.push(put(&f.target, &f.bytes, f.mode)?);
+    }
+    Ok(done)
+}
+
+/// Where the Debian package puts the plugins (`cargo xtask dist deb`; the agent is in
+/// `/usr/sbin`), looked in when they are not beside `podnet-agent`.
+pub const PACKAGE_PLUGIN_DIR: &str = "/usr/lib/podnet/cni";
+
+/// Where the plugins are looked for without `--source-dir`: the folder of the running
+/// `podnet-agent` (the container image has them there), then [`PACKAGE_PLUGIN_DIR`].
+pub fn default_places() -> Result<Vec<PathBuf>, InstallError> {
+    let exe = std::env::current_exe().map_err(io("find podnet-agent's own path"))?;
+    let own = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    Ok(vec![own, PathBuf::from(PACKAGE_PLUGIN_DIR)])
+}
+
+/// The first of `places` holding every one of [`BINARIES`].
+pub fn find_plugins(places: &[PathBuf]) -> Result<PathBuf, InstallError> {
+    places
+        .iter()
+        .find(|dir| BINARIES.iter().all(|b| dir.join(b).is_file()))
+        .cloned()
+        .ok_or_else(|| InstallError::NoPlugins(places.to_vec()))
+}
+
+/// One file to put in place.
+struct File {
+    target: PathBuf,
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+/// Every file to write, in order (binaries, TLS files, the conflist), read and checked without
+/// changing anything.
+fn plan(args: &RunArgs, how: &InstallArgs, source: &Path) -> Result<Vec<File>, InstallError> {
     let host_conf = how.host_cni_conf_dir.as_ref().unwrap_or(&how.cni_conf_dir);
     let doc = conflist(args, &how.cni_log, &host_conf.join(TLS_DIR))?;
-    let source = match &how.source_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .map_err(io("find podnet-agent's own path"))?
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default(),
-    };
-    let mut done = Vec::new();
-    for dir in [&how.cni_bin_dir, &how.cni_conf_dir] {
-        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-    }
+    let mut files = Vec::new();
     for b in BINARIES {
-        let from = source.join(b);
-        let bytes = std::fs::read(&from).map_err(io(format!("read {}", from.display())))?;
-        done.push(put(&how.cni_bin_dir.join(b), &bytes, 0o755)?);
+        files.push(File {
+            target: how.cni_bin_dir.join(b),
+            bytes: read(&source.join(b))?,
+            mode: 0o755,
+        });
     }
-    done.extend(copy_tls(args, &how.cni_conf_dir.join(TLS_DIR))?);
+    files.extend(tls_files(args, &how.cni_conf_dir.join(TLS_DIR))?);
     let target = how.cni_conf_dir.join(CONFLIST);
     if let Ok(old) = std::fs::read(&target) {
         let ours = serde_json::from_slice::<Value>(&old).is_ok_and(|v| v.get(MARK).is_some());
@@ -159,12 +222,21 @@ pub fn install(args: &RunArgs, how: &InstallArgs) -> Result<Vec<Outcome>, Instal
     }
     let mut text = serde_json::to_vec_pretty(&doc).expect("a conflist serializes");
     text.push(b'\n');
-    done.push(put(&target, &text, 0o644)?);
-    Ok(done)
+    files.push(File {
+        target,
+        bytes: text,
+        mode: 0o644,
+    });
+    Ok(files)
 }
 
-/// The etcd TLS files the settings name, copied for the plugin (the key readable by root only).
-fn copy_tls(args: &RunArgs, dir: &Path) -> Result<Vec<Outcome>, InstallError> {
+fn read(path: &Path) -> Result<Vec<u8>, InstallError> {
+    std::fs::read(path).map_err(io(format!("read {}", path.display())))
+}
+
+/// The etcd TLS files the settings name, as copies for the plugin in `dir` (the key readable
+/// by root only).
+fn tls_files(args: &RunArgs, dir: &Path) -> Result<Vec<File>, InstallError> {
     let s = &args.store;
     if s.etcd_endpoints.is_empty() {
         return Ok(Vec::new());
@@ -174,14 +246,16 @@ fn copy_tls(args: &RunArgs, dir: &Path) -> Result<Vec<Outcome>, InstallError> {
         (&s.etcd_cert, "cert.pem", 0o644),
         (&s.etcd_key, "key.pem", 0o600),
     ];
-    let mut done = Vec::new();
+    let mut out = Vec::new();
     for (from, name, mode) in files {
         let Some(from) = from else { continue };
-        std::fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
-        let bytes = std::fs::read(from).map_err(io(format!("read {}", from.display())))?;
-        done.push(put(&dir.join(name), &bytes, mode)?);
+        out.push(File {
+            target: dir.join(name),
+            bytes: read(from)?,
+            mode,
+        });
     }
-    Ok(done)
+    Ok(out)
 }
 
 /// Writes `bytes` to `target` by a temporary file in the same folder, synced, then renamed
@@ -280,6 +354,10 @@ mod tests {
         let e = install(&args, &how).unwrap_err();
         assert!(matches!(e, InstallError::Foreign(_)), "{e}");
         assert!(std::fs::read_to_string(&foreign).unwrap().contains("mine"));
+        assert!(
+            !how.cni_bin_dir.exists(),
+            "the plugins were copied before the conflist was refused"
+        );
         how.force = true;
         install(&args, &how).unwrap();
         assert!(std::fs::read_to_string(&foreign).unwrap().contains(MARK));
@@ -314,6 +392,85 @@ mod tests {
             assert!(reader.join().unwrap() > 0);
         });
         assert_eq!(std::fs::read(&target).unwrap(), v2);
+    }
+
+    /// The error as `podnet-agent` prints it (`{:#}`: each cause after a colon).
+    fn chain(e: &dyn std::error::Error) -> String {
+        let mut text = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            text += &format!(": {s}");
+            cur = s.source();
+        }
+        text
+    }
+
+    #[test]
+    fn without_source_dir_the_plugins_beside_the_agent_win_else_the_package_folder() {
+        let (t, args, mut how) = setup();
+        how.source_dir = None;
+        let beside = t.path().join("sbin");
+        let package = t.path().join("lib-podnet-cni");
+        for (dir, what) in [(&beside, "beside"), (&package, "package")] {
+            std::fs::create_dir(dir).unwrap();
+            for b in BINARIES {
+                std::fs::write(dir.join(b), format!("{b} from {what}\n")).unwrap();
+            }
+        }
+        let podnet = || std::fs::read_to_string(how.cni_bin_dir.join("podnet")).unwrap();
+        let places = [beside.clone(), package.clone()];
+        install_from(&args, &how, &places).unwrap();
+        assert_eq!(podnet(), "podnet from beside\n");
+        // As packaged: the agent in /usr/sbin, the plugins only in /usr/lib/podnet/cni (one of
+        // them beside the agent is not enough).
+        std::fs::remove_file(beside.join("podnet-ipam")).unwrap();
+        install_from(&args, &how, &places).unwrap();
+        assert_eq!(podnet(), "podnet from package\n");
+    }
+
+    #[test]
+    fn no_plugins_anywhere_names_every_place_and_changes_nothing() {
+        let (t, args, mut how) = setup();
+        how.source_dir = None;
+        let places = [t.path().join("sbin"), t.path().join("lib-podnet-cni")];
+        let e = install_from(&args, &how, &places).unwrap_err();
+        let text = chain(&e);
+        for p in &places {
+            assert!(text.contains(&p.display().to_string()), "{text}");
+        }
+        assert!(text.contains("--source-dir"), "{text}");
+        assert!(!how.cni_bin_dir.exists() && !how.cni_conf_dir.exists());
+    }
+
+    #[test]
+    fn the_default_places_are_the_agents_folder_then_the_packages() {
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(
+            default_places().unwrap(),
+            [exe.parent().unwrap(), Path::new(PACKAGE_PLUGIN_DIR)]
+        );
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_said_once_and_nothing_is_written() {
+        let (t, _, how) = setup();
+        let missing = t.path().join("no-such-ca.pem").display().to_string();
+        let args = RunArgs::from_flags(&[
+            "--pool",
+            "10.233.64.0/18",
+            "--etcd-endpoints",
+            "https://192.168.110.100:2379",
+            "--etcd-ca",
+            &missing,
+        ])
+        .unwrap();
+        let text = chain(&install(&args, &how).unwrap_err());
+        assert_eq!(text.matches(&missing).count(), 1, "{text}");
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+        assert!(
+            !how.cni_bin_dir.exists(),
+            "binaries copied before the check"
+        );
     }
 
     #[test]

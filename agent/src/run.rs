@@ -49,7 +49,7 @@ pub struct Agent {
 
 pub fn run(args: RunArgs) -> Result<(), Error> {
     let store_conf = args.store.config();
-    let store = store_conf.open()?;
+    let store = store_conf.open_or_create()?;
     let mut nl = Netlink::open().map_err(Error::netlink("open a netlink socket"))?;
     let host = settings::resolve_host(&args, &mut nl)?;
     let pool = settings::resolve_pool(&args, &host.name, &*store)?;

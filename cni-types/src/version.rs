@@ -76,6 +76,20 @@ impl CniVersion {
         Self::ALL.map(|v| v.as_str()).join(", ")
     }
 
+    /// The line the reference plugins print about their protocol, for `--version` and `--help`.
+    pub fn supported_line() -> String {
+        format!(
+            "CNI protocol versions supported: {}",
+            Self::supported_list()
+        )
+    }
+
+    /// What a plugin answers to `--version`: its name and version, then
+    /// [`CniVersion::supported_line`].
+    pub fn about(plugin: &str, version: &str) -> String {
+        format!("{plugin} {version}\n{}\n", Self::supported_line())
+    }
+
     /// The VERSION verb's reply body.
     pub fn version_reply(asked: &str) -> serde_json::Value {
         serde_json::json!({
@@ -146,6 +160,14 @@ mod tests {
         assert_eq!(
             CniVersion::from_config(br#"{"cniVersion":"0.4.0"}"#).unwrap(),
             CniVersion::V0_4_0
+        );
+    }
+
+    #[test]
+    fn about_lists_every_supported_version() {
+        assert_eq!(
+            CniVersion::about("podnet", "9.9.9"),
+            "podnet 9.9.9\nCNI protocol versions supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0\n"
         );
     }
 

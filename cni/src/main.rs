@@ -1,13 +1,30 @@
 //! `podnet`: the CNI main plugin binary. Reads the runtime's environment and stdin, runs the
 //! verb, writes exactly one JSON reply to stdout. Logs go to a file (the config's `log`), or to
-//! stderr if the file can't be opened; never to stdout.
+//! stderr if the file can't be opened; never to stdout. Asked `--version` or `--help` by a
+//! person, it says what it is instead (exit 0), as the reference plugins do.
 
 use podnet_cni::config::LogConf;
 use podnet_cni_types::{code, reply::reply, CniEnv, CniError, CniVersion};
 use std::io::Read;
 use std::process::ExitCode;
 
+/// What `--help` adds to the `--version` text.
+const HELP: &str = "
+podnet is a CNI main plugin (Calico's pod dataplane), run by a container runtime: the verb in
+CNI_COMMAND (ADD, DEL, CHECK, GC, STATUS or VERSION), the call's other CNI_* variables in the
+environment and the network config on stdin; it answers with one JSON document on stdout.
+See the README for its network config.
+
+Usage: podnet             as a container runtime runs it
+       podnet --version   (-V) its version and the CNI versions it speaks
+       podnet --help      (-h) this text
+";
+
 fn main() -> ExitCode {
+    if let Some(text) = answer_flag(std::env::args().nth(1).as_deref()) {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    }
     let env = match CniEnv::from_process() {
         Ok(env) => env,
         Err(e) => {
@@ -25,6 +42,17 @@ fn main() -> ExitCode {
     }
     let (version, outcome) = podnet_cni::call(&env, &stdin, init_logging);
     reply(version, outcome)
+}
+
+/// The text for a person's `--version` or `--help`; `None` for anything else (a runtime passes
+/// no arguments, and the plugin ignores any it does not know, as the reference plugins do).
+fn answer_flag(arg: Option<&str>) -> Option<String> {
+    let about = CniVersion::about("podnet", env!("CARGO_PKG_VERSION"));
+    match arg? {
+        "--version" | "-V" => Some(about),
+        "--help" | "-h" => Some(about + HELP),
+        _ => None,
+    }
 }
 
 /// A blocking writer to the log file (nothing to flush at exit), or stderr if it can't be

@@ -27,6 +27,12 @@ fn assert_clean(node: &Node, keep: usize, what: &str) {
     );
 }
 
+/// Whether the pod's namespace holds an `eth0`.
+fn has_eth0(pod: &podnet_netlink::Netns) -> bool {
+    let mut nl = pod.run(Netlink::open).unwrap().unwrap();
+    nl.link("eth0").unwrap().is_some()
+}
+
 fn bad_input_is_refused_with_its_code_before_anything_is_made(node: Node) {
     let pod = node.pod("p");
     let good = node.conf("1.0.0", json!({}));
@@ -183,13 +189,7 @@ fn an_exhausted_pool_is_code_100(node: Node) {
         r.stdout
     );
     assert_clean(&node, 4, "pool exhausted");
-    assert!(pods[4]
-        .run(Netlink::open)
-        .unwrap()
-        .unwrap()
-        .link("eth0")
-        .unwrap()
-        .is_none());
+    assert!(!has_eth0(&pods[4]));
 }
 
 #[test]
@@ -208,6 +208,31 @@ fn a_locked_datastore_is_try_again_later() {
     assert_eq!(r.error_code(), 11, "{}", r.stdout);
     drop(holder);
     assert_clean(&node, 1, "datastore locked");
+}
+
+#[test]
+#[ignore = "needs root"]
+fn without_its_datastore_add_is_try_again_later_and_del_succeeds_and_neither_makes_it() {
+    let node = Node::new("nostore");
+    let missing = node.dir.path().join("typo/store.db");
+    let conf = node.conf(
+        "1.1.0",
+        json!({"datastore": {"type": "sqlite", "path": missing}}),
+    );
+    let pod = node.pod("p");
+    let r = node.cni("ADD", "ctr-p", Some(&pod), &[], &conf);
+    assert_eq!(r.error_code(), 11, "{}", r.stdout);
+    let msg = r.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains(&missing.display().to_string()), "{msg}");
+    assert_clean(&node, 0, "no datastore");
+    assert!(!has_eth0(&pod));
+    let del = node.cni("DEL", "ctr-p", Some(&pod), &[], &conf);
+    assert_eq!((del.code, del.stdout.as_str()), (0, ""), "{}", del.stderr);
+    assert_eq!(node.cni("STATUS", "", None, &[], &conf).error_code(), 50);
+    assert!(
+        !node.dir.path().join("typo").exists(),
+        "the plugin made a datastore (or its folder)"
+    );
 }
 
 /// Holds SQLite's write lock on `path` until dropped, from another process's point of view.
@@ -247,13 +272,7 @@ fn a_failure_after_ipam_releases_the_address(node: Node) {
         r.stdout
     );
     assert_clean(&node, 0, "veth creation failed");
-    assert!(pod
-        .run(Netlink::open)
-        .unwrap()
-        .unwrap()
-        .link("eth0")
-        .unwrap()
-        .is_none());
+    assert!(!has_eth0(&pod));
 
     // A delegated IPAM hands out no IPv4 address: its reservation is released with its DEL.
     let data = node.dir.path().join("host-local");

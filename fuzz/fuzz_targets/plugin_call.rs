@@ -8,9 +8,12 @@
 //! - an ADD that succeeded is undone by a DEL of the same call, which must succeed;
 //! - then the sandbox is as before the input (no veth, no route, nothing in a pod namespace,
 //!   no process, no mount, nothing in `/run`) and the datastore the config names holds no
-//!   address (nothing half-made, nothing leaked). That datastore is the one thing an input
-//!   may leave, wherever it names it: the plugins create a missing SQLite file by design. It
-//!   is removed after the check, so that each input starts from the same sandbox.
+//!   address (nothing half-made, nothing leaked).
+//!
+//! The plugins never create a datastore (a node's agent does): before the call the target
+//! makes the SQLite file the config names, as the agent would, and removes it after the check
+//! so that each input starts from the same sandbox. An input with a line `store=missing` runs
+//! without it, and the plugins must not make it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use podnet_cni_types::{reply::render, CniEnv, CniError, CniVersion, Command};
@@ -39,6 +42,12 @@ fuzz_target!(
             return;
         };
         env.path = vec![sandbox::CNI_PATH.into()];
+        let missing = vars.get("store") == Some(&"missing");
+        let named = sqlite_store(ipam, stdin);
+        if let (Some((conf, _)), false) = (&named, missing) {
+            // Where the sandbox refuses a file, the plugins find none (code 11).
+            let _ = conf.open_or_create();
+        }
         let (version, outcome) = call(ipam, &env, stdin);
         let added = env.command == Command::Add && outcome.is_ok();
         check_reply(&env, version, outcome);
@@ -50,9 +59,14 @@ fuzz_target!(
                 panic!("ADD succeeded, DEL of the same call failed: {e:?}");
             }
         }
-        // The datastore the config names is kept by design (the plugins create a missing
-        // SQLite file): it is checked for what it holds, then removed for the next input.
-        let store = sqlite_store(ipam, stdin).and_then(|(conf, path)| Some((conf, real(&path)?)));
+        // The datastore made for the input is checked for what it holds, then removed for the
+        // next input; without one, none may have appeared.
+        let store = named.and_then(|(conf, path)| Some((conf, real(&path)?)));
+        if missing {
+            if let Some((_, path)) = &store {
+                assert!(!path.exists(), "a plugin made the datastore {}", path.display());
+            }
+        }
         let mut after = sandbox::world();
         if let Some((_, path)) = &store {
             let before = &BEFORE.get().expect("set at init").run;

@@ -19,7 +19,7 @@ thread_local! {
     static STORE: SqliteStore = {
         let path = std::env::temp_dir().join(format!("podnet-fuzz-store-{}.db", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        SqliteStore::open(&path, Options::default()).expect("a store in the temp dir")
+        SqliteStore::open_or_create(&path, Options::default()).expect("a store in the temp dir")
     };
 }
 

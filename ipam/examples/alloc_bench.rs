@@ -32,7 +32,7 @@ fn main() {
                     Sync::Normal
                 };
                 Box::new(
-                    SqliteStore::open(
+                    SqliteStore::open_or_create(
                         dir.path().join("store.db"),
                         Options {
                             sync,

@@ -15,7 +15,7 @@ fn main() {
         std::process::exit(2);
     };
     let conf: DatastoreConfig = serde_json::from_str(conf).expect("a datastore config");
-    let store = conf.open().expect("open the datastore");
+    let store = conf.open_or_create().expect("open the datastore");
     let pool = PoolSpec::new(
         pool.parse().expect("a pool CIDR"),
         24,

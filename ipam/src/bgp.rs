@@ -325,7 +325,7 @@ mod tests {
 
     fn store() -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(dir.path().join("s.db"), Default::default()).unwrap();
+        let s = SqliteStore::open_or_create(dir.path().join("s.db"), Default::default()).unwrap();
         (dir, s)
     }
 

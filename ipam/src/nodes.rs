@@ -116,9 +116,11 @@ mod tests {
     #[test]
     fn records_round_trip_through_the_store_and_bad_ones_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let store =
-            crate::store::sqlite::SqliteStore::open(dir.path().join("s.db"), Default::default())
-                .unwrap();
+        let store = crate::store::sqlite::SqliteStore::open_or_create(
+            dir.path().join("s.db"),
+            Default::default(),
+        )
+        .unwrap();
         let record = NodeRecord {
             name: "sung-ubuntu05".into(),
             ip: "192.168.110.104".parse().unwrap(),

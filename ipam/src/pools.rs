@@ -157,7 +157,7 @@ mod tests {
     fn pools_are_created_once_listed_and_switched() {
         let dir = tempfile::tempdir().unwrap();
         let store = DatastoreConfig::sqlite(dir.path().join("s.db"))
-            .open()
+            .open_or_create()
             .unwrap();
         let p = PoolSpec::new(
             "10.233.64.0/18".parse().unwrap(),
@@ -197,7 +197,7 @@ mod tests {
     fn egress_settings_default_and_refuse_unknown_values() {
         let dir = tempfile::tempdir().unwrap();
         let store = DatastoreConfig::sqlite(dir.path().join("s.db"))
-            .open()
+            .open_or_create()
             .unwrap();
         assert_eq!(
             egress(&*store).unwrap().nat_outgoing_exclusions,

@@ -296,8 +296,11 @@ fn optimistic_concurrent_allocation_hands_out_distinct_addresses() {
             let path = path.clone();
             std::thread::spawn(move || {
                 let s = Optimistic(
-                    podnet_ipam::store::sqlite::SqliteStore::open(&path, Default::default())
-                        .unwrap(),
+                    podnet_ipam::store::sqlite::SqliteStore::open_or_create(
+                        &path,
+                        Default::default(),
+                    )
+                    .unwrap(),
                 );
                 let ipam = Ipam::new(&s, pool("10.0.0.0/22", 28));
                 (0..25)

@@ -42,7 +42,8 @@ fn node(n: u8) -> String {
 /// A fresh SQLite store, used under its lock or (`optimistic`) through compare-and-swap.
 fn sqlite(optimistic: bool) -> (tempfile::TempDir, Box<dyn Datastore>) {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = SqliteStore::open(dir.path().join("store.db"), Default::default()).unwrap();
+    let sqlite =
+        SqliteStore::open_or_create(dir.path().join("store.db"), Default::default()).unwrap();
     let store: Box<dyn Datastore> = if optimistic {
         Box::new(Optimistic(sqlite))
     } else {

@@ -11,7 +11,7 @@ use serde_json::json;
 #[test]
 fn add_answers_in_every_version() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     for (i, v) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
         .iter()
         .enumerate()
@@ -36,7 +36,7 @@ fn add_answers_in_every_version() {
 #[test]
 fn seed_layout_through_the_plugin() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let store = SqliteStore::open(&db, Options::default()).unwrap();
     assert_eq!(
         Ipam::new(&store, seed_pool())
@@ -61,7 +61,7 @@ fn seed_layout_through_the_plugin() {
 #[test]
 fn del_is_idempotent_and_silent() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let conf = config("1.0.0", &db, json!({}));
     cni("ADD", "c1", &[], &conf).address();
     for _ in 0..2 {
@@ -78,7 +78,7 @@ fn del_is_idempotent_and_silent() {
 #[test]
 fn check_compares_the_store_with_prev_result() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let conf = config("1.0.0", &db, json!({}));
     let added = cni("ADD", "c1", &[], &conf).json();
     let with_prev = |prev: serde_json::Value| {
@@ -115,7 +115,7 @@ fn check_compares_the_store_with_prev_result() {
 #[test]
 fn gc_releases_attachments_the_runtime_no_longer_has() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let conf = config("1.1.0", &db, json!({}));
     for c in ["keep", "stale1", "stale2"] {
         cni("ADD", c, &[], &conf).address();
@@ -141,7 +141,7 @@ fn gc_releases_attachments_the_runtime_no_longer_has() {
 #[test]
 fn status_reports_whether_add_could_work() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let conf = config(
         "1.1.0",
         &db,
@@ -177,11 +177,82 @@ fn version_works_with_a_dummy_netns() {
     );
 }
 
+/// Only the agent makes the store: without it ADD and CHECK are "try again later" naming its
+/// path, STATUS is code 50, DEL and GC succeed (nothing can be held there), and no call makes
+/// the file or its folder.
+#[test]
+fn a_missing_datastore_is_never_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("typo/store.db");
+    let conf = config("1.1.0", &db, json!({}));
+    let add = cni("ADD", "c1", &[], &conf);
+    assert_eq!(add.error_code(), 11, "{}", add.stdout);
+    let msg = add.json()["msg"].as_str().unwrap().to_string();
+    assert!(msg.contains(&db.display().to_string()), "{msg}");
+    assert_eq!(cni("CHECK", "c1", &[], &conf).error_code(), 11);
+    assert_eq!(cni("STATUS", "", &[], &conf).error_code(), 50);
+    for verb in ["DEL", "GC"] {
+        let r = cni(verb, "c1", &[], &conf);
+        assert_eq!((r.code, r.stdout.as_str()), (0, ""), "{verb}: {}", r.stderr);
+    }
+    assert!(
+        !dir.path().join("typo").exists(),
+        "a plugin call made the datastore (or its folder)"
+    );
+    // The admin commands read an existing store only, too.
+    for args in [&["show"][..], &["check"], &["pool", "list"], &["egress"]] {
+        let out = std::process::Command::new(common::BIN)
+            .arg("--datastore")
+            .arg(&db)
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("does not exist"), "{args:?}: {err}");
+    }
+    assert!(
+        !dir.path().join("typo").exists(),
+        "an admin command made it"
+    );
+}
+
+#[test]
+fn version_and_help_name_the_cni_versions_and_exit_0() {
+    let versions = "CNI protocol versions supported: 0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0";
+    for flag in ["--version", "-V", "--help", "-h"] {
+        let out = std::process::Command::new(common::BIN)
+            .arg(flag)
+            .env_clear()
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {stdout}");
+        let mut lines = stdout.lines();
+        assert_eq!(
+            lines.next(),
+            Some(concat!("podnet-ipam ", env!("CARGO_PKG_VERSION"))),
+            "{flag}"
+        );
+        assert_eq!(lines.next(), Some(versions), "{flag}: {stdout}");
+        assert_eq!(stdout.contains("Usage:"), flag.contains('h'), "{flag}");
+    }
+    // No flag and no CNI_COMMAND: the CNI error, code 4.
+    let bare = std::process::Command::new(common::BIN)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(bare.status.code(), Some(1));
+    let reply: serde_json::Value = serde_json::from_slice(&bare.stdout).unwrap();
+    assert_eq!(reply["code"], 4, "{reply}");
+}
+
 /// Every bad input gets its code, a message, and leaves no address allocated.
 #[test]
 fn bad_input_gets_the_right_code_and_allocates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let good = config("1.0.0", &db, json!({}));
     let with = |ipam: serde_json::Value| config("1.0.0", &db, ipam);
     type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u64);
@@ -292,7 +363,7 @@ fn bad_input_gets_the_right_code_and_allocates_nothing() {
 #[test]
 fn exhausted_pool_is_code_100_naming_the_pool() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let conf = config(
         "1.0.0",
         &db,
@@ -314,7 +385,7 @@ fn exhausted_pool_is_code_100_naming_the_pool() {
 #[test]
 fn second_add_for_the_same_attachment_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let conf = config("1.0.0", &db, json!({}));
     cni("ADD", "c1", &[], &conf).address();
     assert_eq!(cni("ADD", "c1", &[], &conf).error_code(), 101);
@@ -345,7 +416,7 @@ fn unusable_datastores_are_io_errors() {
 #[test]
 fn a_locked_datastore_is_try_again_later() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let quick = json!({"datastore": {"type": "sqlite", "path": db, "busyTimeoutMs": 200}});
     let conf = config("1.0.0", &db, quick);
     cni("ADD", "warm", &[], &conf).address();

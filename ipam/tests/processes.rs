@@ -19,7 +19,7 @@ const PER_WORKER: usize = 20;
 #[test]
 fn sixty_four_processes_never_share_an_address() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let datastore = json!({"type": "sqlite", "path": db});
     many_processes(datastore, || {
         Box::new(SqliteStore::open(&db, Options::default()).unwrap())
@@ -38,6 +38,8 @@ fn many_processes(
     datastore: serde_json::Value,
     open: impl Fn() -> Box<dyn podnet_ipam::Datastore>,
 ) {
+    // The store is there before the first call, as a node's agent makes it.
+    let store = open();
     let conf = config(
         "1.0.0",
         std::path::Path::new("/unused"),
@@ -72,7 +74,6 @@ fn many_processes(
         WORKERS * PER_WORKER,
         "an address was handed out twice"
     );
-    let store = open();
     assert!(inspect::verify(&*store).unwrap().is_empty());
     // Both nodes allocated from their own blocks (nodename came from NODENAME).
     let nodes: HashSet<_> = inspect::summary(&*store)
@@ -108,7 +109,7 @@ impl Rng {
 #[test]
 fn processes_killed_mid_allocation_leave_a_consistent_store() {
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("store.db");
+    let db = common::new_store(&dir);
     let conf = config(
         "1.1.0",
         &db,

@@ -168,15 +168,17 @@ impl LabState {
         format!("{}-internet", self.name)
     }
 
-    /// Runs `f` on the lab's datastore. etcd serves the fabric, so it is reached from a thread
-    /// inside the fabric namespace (where every connection of the call is made).
+    /// Runs `f` on the lab's datastore, creating the SQLite file if it is missing (`up` writes
+    /// the pool through here before any agent or CNI call, which need it there). etcd serves
+    /// the fabric, so it is reached from a thread inside the fabric namespace (where every
+    /// connection of the call is made).
     pub fn with_store<T: Send>(
         &self,
         f: impl FnOnce(&dyn podnet_ipam::Datastore) -> T + Send,
     ) -> Result<T> {
         let conf = self.datastore_config();
         let run = move || -> Result<T> {
-            let s = conf.open()?;
+            let s = conf.open_or_create()?;
             Ok(f(&*s))
         };
         if self.datastore == "etcd" {

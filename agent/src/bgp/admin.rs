@@ -1,6 +1,8 @@
 //! `podnet-agent bgp ...`: BGP settings in the datastore (`peer add/remove/list`, `config`)
 //! and the node's BGP status. Every change is validated before anything is written: a bad
 //! address, an AS outside 1..4294967295 or a node peering with itself changes nothing.
+//! Settings may be written before any agent has run (as with calicoctl), so these commands
+//! create a missing SQLite store, as the agent does.
 
 use super::{daemon::Paths, status};
 use crate::settings::StoreArgs;
@@ -145,7 +147,7 @@ fn peer(cmd: PeerCmd) -> Result<(), Error> {
             node,
             store,
         } => {
-            let store = store.config().open()?;
+            let store = store.config().open_or_create()?;
             let p = Peer {
                 name: name.clone(),
                 peer_ip,
@@ -161,13 +163,13 @@ fn peer(cmd: PeerCmd) -> Result<(), Error> {
             Ok(())
         }
         PeerCmd::Remove { name, store } => {
-            let store = store.config().open()?;
+            let store = store.config().open_or_create()?;
             bgp::remove_peer(&*store, &name)?;
             println!("BGP peer {name} removed");
             Ok(())
         }
         PeerCmd::List { store } => {
-            let store = store.config().open()?;
+            let store = store.config().open_or_create()?;
             let s = bgp::read(&*store)?;
             let mut rows = vec![[
                 "NAME".to_string(),
@@ -192,7 +194,7 @@ fn peer(cmd: PeerCmd) -> Result<(), Error> {
 }
 
 fn config(a: ConfigArgs) -> Result<(), Error> {
-    let store = a.store.config().open()?;
+    let store = a.store.config().open_or_create()?;
     let changes = a.as_number.is_some()
         || a.cluster_as
         || a.mesh.is_some()

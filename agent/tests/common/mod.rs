@@ -169,7 +169,9 @@ impl Cluster {
     ) -> T {
         let conf: podnet_ipam::DatastoreConfig =
             serde_json::from_value(self.store_config()).unwrap();
-        self.fabric.run(move || f(&*conf.open().unwrap())).unwrap()
+        self.fabric
+            .run(move || f(&*conf.open_or_create().unwrap()))
+            .unwrap()
     }
 
     /// Whether the datastore answers now (opens and reports its revision).

@@ -57,7 +57,7 @@ impl Call {
 }
 
 /// A node: a namespace with `ens3` (mtu 1500, 192.168.110.103/16, default route), a state
-/// folder with the datastore and logs.
+/// folder with the datastore (created, as the node's agent would) and logs.
 pub struct Node {
     pub ns: OwnedNetns,
     pub name: String,
@@ -100,10 +100,15 @@ impl Node {
             false,
         )
         .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        // The node's agent makes the store; the plugin only ever opens one.
+        podnet_ipam::DatastoreConfig::sqlite(dir.path().join("store.db"))
+            .open_or_create()
+            .unwrap();
         Node {
             ns,
             name,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
             etcd: None,
         }
     }
@@ -279,9 +284,6 @@ impl Node {
 
     /// Pod handles in the datastore (etcd is read from inside the node).
     pub fn handles(&self) -> Vec<String> {
-        if self.etcd.is_none() && !self.store().exists() {
-            return Vec::new(); // never created; opening it would make it
-        }
         self.with_store(|s| podnet_ipam::pod_handles(s).unwrap())
     }
 }

@@ -1,7 +1,7 @@
 //! `podnet-ipam`: a CNI IPAM plugin when run by a container runtime (no arguments, `CNI_*`
 //! environment, config on stdin), and a small admin tool when given a subcommand.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use podnet_cni_types::{reply::reply, CniEnv, CniVersion};
 use podnet_ipam::{inspect, DatastoreConfig};
 use std::io::{IsTerminal, Read};
@@ -11,7 +11,7 @@ use std::process::ExitCode;
 /// podnet's block IPAM. Run with no arguments it is a CNI IPAM plugin (see the README for the
 /// network config); the subcommands look at the datastore.
 #[derive(Parser)]
-#[command(name = "podnet-ipam", version)]
+#[command(name = "podnet-ipam")]
 struct Cli {
     /// The SQLite datastore file.
     #[arg(long, global = true, default_value = podnet_ipam::store::config::DEFAULT_SQLITE_PATH)]
@@ -84,7 +84,7 @@ enum Output {
 fn main() -> ExitCode {
     init_logging();
     if std::env::args_os().len() > 1 {
-        return admin(Cli::parse());
+        return admin(parse_admin());
     }
     let env = match CniEnv::from_process() {
         Ok(env) => env,
@@ -109,6 +109,23 @@ fn main() -> ExitCode {
         tracing::warn!(command = ?env.command, container = %env.container_id, "{e}");
     }
     reply(version, outcome)
+}
+
+/// The subcommand line; `--version` and `--help` name the CNI versions the plugin speaks, as
+/// the reference plugins do.
+fn parse_admin() -> Cli {
+    let version = format!(
+        "{}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        CniVersion::supported_line()
+    );
+    let matches = Cli::command()
+        .version(version)
+        .help_template(
+            "{name} {version}\n\n{about-with-newline}\n{usage-heading} {usage}\n\n{all-args}{after-help}",
+        )
+        .get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn admin(cli: Cli) -> ExitCode {

@@ -4,6 +4,10 @@
 //! [`run`] is the whole plugin given the environment and stdin; the `podnet-ipam` binary wraps
 //! it, and the `podnet` main plugin calls [`add`] and [`del`] in-process for `ipam.type`
 //! `podnet-ipam`, getting the same results without an exec.
+//!
+//! The plugin never creates the datastore (the agent does): without one, ADD and CHECK answer
+//! code 11 ("try again later") naming its path, STATUS code 50, and DEL and GC succeed, as
+//! there is nothing to free.
 
 pub mod config;
 mod errors;
@@ -12,7 +16,7 @@ pub use config::NetConf;
 pub use errors::to_cni;
 
 use crate::allocator::{pod_handle, Ipam};
-use crate::store::Datastore;
+use crate::store::{Datastore, StoreError};
 use ipnet::{IpNet, Ipv4Net};
 use podnet_cni_types::{code, CniEnv, CniError, CniResult, CniVersion, Command, IpConfig};
 use std::collections::HashSet;
@@ -44,11 +48,27 @@ pub fn run(env: &CniEnv, stdin: &[u8]) -> (CniVersion, Result<serde_json::Value,
     (v, outcome)
 }
 
+/// The datastore, which must exist: the plugin never creates one (the agent does), so a
+/// missing SQLite file is code 11 naming its path.
 fn open(conf: &NetConf) -> Result<Box<dyn Datastore>, CniError> {
-    conf.ipam
-        .datastore
-        .open()
-        .map_err(|e| to_cni("open the IPAM datastore", e.into()))
+    conf.ipam.datastore.open().map_err(opening)
+}
+
+/// The datastore for a call that frees addresses (DEL, GC): `None` when the SQLite file is
+/// missing, since a store that does not exist holds nothing to free.
+fn open_if_there(conf: &NetConf) -> Result<Option<Box<dyn Datastore>>, CniError> {
+    match conf.ipam.datastore.open() {
+        Ok(store) => Ok(Some(store)),
+        Err(StoreError::Missing { path }) => {
+            tracing::info!(%path, "no datastore, so nothing to free");
+            Ok(None)
+        }
+        Err(e) => Err(opening(e)),
+    }
+}
+
+fn opening(e: StoreError) -> CniError {
+    to_cni("open the IPAM datastore", e.into())
 }
 
 /// Allocates the attachment's address: the result holds it as a /32, no interfaces.
@@ -75,9 +95,11 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, CniError> {
     })
 }
 
-/// Frees the attachment's address; nothing held is not an error.
+/// Frees the attachment's address; nothing held (or no datastore at all) is not an error.
 pub fn del(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
-    let store = open(conf)?;
+    let Some(store) = open_if_there(conf)? else {
+        return Ok(());
+    };
     let handle = pod_handle(&env.container_id, &env.ifname);
     let freed = Ipam::new(&*store, conf.pool.clone())
         .release(&handle)
@@ -117,10 +139,13 @@ pub fn check(env: &CniEnv, conf: &NetConf) -> Result<(), CniError> {
 }
 
 /// Frees this node's pod addresses in this pool whose attachment is not in
-/// `cni.dev/valid-attachments`. Carries on past failures and reports them all at the end.
+/// `cni.dev/valid-attachments` (none without a datastore). Carries on past failures and
+/// reports them all at the end.
 pub fn gc(conf: &NetConf) -> Result<(), CniError> {
     let node = conf.node()?;
-    let store = open(conf)?;
+    let Some(store) = open_if_there(conf)? else {
+        return Ok(());
+    };
     let valid: HashSet<String> = conf
         .valid_attachments
         .iter()

@@ -73,8 +73,19 @@ impl DatastoreConfig {
         }
     }
 
-    /// Opens the configured store.
+    /// Opens the configured store, which must exist: what the CNI plugins and the read commands
+    /// use (a missing SQLite file is [`StoreError::Missing`], CNI code 11).
     pub fn open(&self) -> Result<Box<dyn Datastore>, StoreError> {
+        self.open_with(false)
+    }
+
+    /// Opens the configured store, creating a missing SQLite file: for the agent and the tools
+    /// that set a node or a lab up (an etcd prefix needs no creating).
+    pub fn open_or_create(&self) -> Result<Box<dyn Datastore>, StoreError> {
+        self.open_with(true)
+    }
+
+    fn open_with(&self, create: bool) -> Result<Box<dyn Datastore>, StoreError> {
         match self {
             DatastoreConfig::Sqlite {
                 path,
@@ -88,7 +99,12 @@ impl DatastoreConfig {
                 if let Some(ms) = busy_timeout_ms {
                     options.busy_timeout = Duration::from_millis(*ms);
                 }
-                Ok(Box::new(SqliteStore::open(path, options)?))
+                let store = if create {
+                    SqliteStore::open_or_create(path, options)
+                } else {
+                    SqliteStore::open(path, options)
+                };
+                Ok(Box::new(store?))
             }
             #[cfg(not(feature = "etcd"))]
             DatastoreConfig::Etcd { endpoints, .. } => Err(StoreError::Refused {

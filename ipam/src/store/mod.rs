@@ -159,11 +159,19 @@ pub trait Datastore: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Datastore failures. `Busy` and `Contention` are worth retrying later; the rest are not.
+/// Datastore failures. `Busy`, `Contention`, `Unavailable` and `Missing` are worth retrying
+/// later; the rest are not.
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("refuse to open datastore {path}: {reason}")]
     Refused { path: String, reason: String },
+    /// Only the agent (and the tools that set a node up) create a store; a plugin finding
+    /// none is early (its agent has not started) or misconfigured.
+    #[error(
+        "datastore {path} does not exist; podnet-agent creates it: has it started on this \
+         node, with this datastore?"
+    )]
+    Missing { path: String },
     #[error("{action} datastore {path}")]
     Io {
         action: &'static str,
@@ -194,13 +202,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True when trying again later may succeed (CNI code 11).
+    /// True when trying again later may succeed (CNI code 11): a missing store may be one
+    /// the agent has not made yet.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
             StoreError::Busy { .. }
                 | StoreError::Contention { .. }
                 | StoreError::Unavailable { .. }
+                | StoreError::Missing { .. }
         )
     }
 }

@@ -85,11 +85,26 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating owner-only if missing) the store at `path`, migrating an older schema and
-    /// refusing a newer one, a symlink, or anything that is not a regular file.
+    /// Opens the store at `path`, which must exist ([`StoreError::Missing`] if not: the CNI
+    /// plugins and the read commands never make a store, so a wrong path in one node's config
+    /// cannot become a second, empty IPAM). Migrates an older schema and refuses a newer one, a
+    /// symlink, or anything that is not a regular file.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<SqliteStore, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        prepare_file(&path)?;
+        Self::open_with(path.as_ref(), options, false)
+    }
+
+    /// [`SqliteStore::open`], creating a missing store (owner-only, in an owner-only folder):
+    /// for the agent and the tools that set a node up.
+    pub fn open_or_create(
+        path: impl AsRef<Path>,
+        options: Options,
+    ) -> Result<SqliteStore, StoreError> {
+        Self::open_with(path.as_ref(), options, true)
+    }
+
+    fn open_with(path: &Path, options: Options, create: bool) -> Result<SqliteStore, StoreError> {
+        let path = path.to_path_buf();
+        prepare_file(&path, create)?;
         // Switching a new file to WAL and first-opener WAL recovery can answer SQLITE_BUSY at
         // once, without SQLite's busy handler, while other processes open the same store.
         let deadline = Instant::now() + options.busy_timeout;
@@ -128,8 +143,9 @@ impl SqliteStore {
     }
 }
 
-/// Refuses symlinks and non-files; creates a missing file 0600 in a 0700 folder.
-fn prepare_file(path: &Path) -> Result<(), StoreError> {
+/// Refuses symlinks and non-files; creates a missing file 0600 in a 0700 folder if `create`,
+/// else answers [`StoreError::Missing`].
+fn prepare_file(path: &Path, create: bool) -> Result<(), StoreError> {
     let refuse = |reason: &str| StoreError::Refused {
         path: path.display().to_string(),
         reason: reason.to_string(),
@@ -145,6 +161,11 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
         Ok(m) if m.file_type().is_symlink() => return Err(refuse("it is a symbolic link")),
         Ok(m) if !m.file_type().is_file() => return Err(refuse("it is not a regular file")),
         Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+            return Err(StoreError::Missing {
+                path: path.display().to_string(),
+            })
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io("inspect")(e)),
     }
@@ -164,7 +185,7 @@ fn prepare_file(path: &Path) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         // Another process created it first: check what it made.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => prepare_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => prepare_file(path, false),
         Err(e) => Err(io("create")(e)),
     }
 }

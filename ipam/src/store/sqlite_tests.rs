@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 
 fn open(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(dir.path().join("s/store.db"), Options::default()).unwrap()
+    SqliteStore::open_or_create(dir.path().join("s/store.db"), Options::default()).unwrap()
 }
 
 fn put(k: &str, v: &str) -> Txn {
@@ -114,7 +114,7 @@ fn watch_delivers_changes_after_a_revision() {
 fn watch_sees_writes_from_another_handle_and_thread() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s/store.db");
-    let s = SqliteStore::open(&path, Options::default()).unwrap();
+    let s = SqliteStore::open_or_create(&path, Options::default()).unwrap();
     let mut w = s.watch("/n/", 0).unwrap();
     let writer = std::thread::spawn(move || {
         let other = SqliteStore::open(&path, Options::default()).unwrap();
@@ -150,7 +150,8 @@ fn old_history_is_compacted_and_watchers_are_told() {
 #[test]
 fn file_and_folder_are_owner_only() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(dir.path().join("a/b/store.db"), Options::default()).unwrap();
+    let s =
+        SqliteStore::open_or_create(dir.path().join("a/b/store.db"), Options::default()).unwrap();
     s.txn(&put("/x", "1")).unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir.path().join("a/b/store.db")), 0o600);
@@ -159,21 +160,46 @@ fn file_and_folder_are_owner_only() {
 }
 
 #[test]
+fn a_missing_store_is_opened_only_by_the_creating_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("var/lib/podnet/store.db");
+    let e = SqliteStore::open(&path, Options::default()).err().unwrap();
+    assert!(
+        matches!(&e, StoreError::Missing { path: p } if *p == path.display().to_string()),
+        "{e:?}"
+    );
+    assert!(e.is_transient(), "the agent may not have made it yet");
+    assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+    assert!(
+        !dir.path().join("var").exists(),
+        "opening made a folder for a store that is not there"
+    );
+    SqliteStore::open_or_create(&path, Options::default())
+        .unwrap()
+        .txn(&put("/x", "1"))
+        .unwrap();
+    let s = SqliteStore::open(&path, Options::default()).unwrap();
+    assert_eq!(s.get("/x").unwrap().unwrap().value, "1");
+}
+
+#[test]
 fn refuses_symlinks_and_non_files() {
     let dir = tempfile::tempdir().unwrap();
     let real = dir.path().join("real.db");
-    SqliteStore::open(&real, Options::default()).unwrap();
+    SqliteStore::open_or_create(&real, Options::default()).unwrap();
     let link = dir.path().join("link.db");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let e = SqliteStore::open(&link, Options::default()).err().unwrap();
+    let e = SqliteStore::open_or_create(&link, Options::default())
+        .err()
+        .unwrap();
     assert!(e.to_string().contains("symbolic link"), "{e}");
-    let e = SqliteStore::open(dir.path(), Options::default())
+    let e = SqliteStore::open_or_create(dir.path(), Options::default())
         .err()
         .unwrap();
     assert!(e.to_string().contains("not a regular file"), "{e}");
     let dangling = dir.path().join("dangling.db");
     std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
-    assert!(SqliteStore::open(&dangling, Options::default()).is_err());
+    assert!(SqliteStore::open_or_create(&dangling, Options::default()).is_err());
     assert!(
         !dir.path().join("nowhere").exists(),
         "a dangling link is not followed"
@@ -184,7 +210,7 @@ fn refuses_symlinks_and_non_files() {
 fn a_store_from_a_newer_podnet_is_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    drop(SqliteStore::open(&path, Options::default()).unwrap());
+    drop(SqliteStore::open_or_create(&path, Options::default()).unwrap());
     let conn = Connection::open(&path).unwrap();
     conn.execute(
         "UPDATE meta SET value = 99 WHERE name = 'schema_version'",
@@ -201,7 +227,7 @@ fn a_store_from_a_newer_podnet_is_refused_with_a_reason() {
 fn a_store_from_an_older_podnet_is_migrated_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    prepare_file(&path).unwrap();
+    prepare_file(&path, true).unwrap();
     let conn = connect(&path, &Options::default()).unwrap();
     migrate_to(&conn, &path, 1).unwrap();
     conn.execute(
@@ -231,7 +257,7 @@ fn a_held_write_lock_makes_writers_busy_not_stuck() {
         busy_timeout: Duration::from_millis(100),
         ..Options::default()
     };
-    let s = SqliteStore::open(&path, quick.clone()).unwrap();
+    let s = SqliteStore::open_or_create(&path, quick.clone()).unwrap();
     let holder = Connection::open(&path).unwrap();
     holder.execute_batch("BEGIN IMMEDIATE").unwrap();
     let e = s.txn(&put("/x", "1")).unwrap_err();
@@ -254,7 +280,7 @@ fn concurrent_updates_lose_nothing_locked_or_optimistic() {
             .map(|_| {
                 let path = path.clone();
                 std::thread::spawn(move || {
-                    let s = SqliteStore::open(&path, Options::default()).unwrap();
+                    let s = SqliteStore::open_or_create(&path, Options::default()).unwrap();
                     let store: Box<dyn Datastore> = if optimistic {
                         Box::new(Optimistic(s))
                     } else {

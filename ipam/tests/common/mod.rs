@@ -12,7 +12,14 @@ pub fn net(s: &str) -> Ipv4Net {
 }
 
 pub fn store(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(dir.path().join("store.db"), Options::default()).unwrap()
+    SqliteStore::open_or_create(dir.path().join("store.db"), Options::default()).unwrap()
+}
+
+/// `dir`'s `store.db`, created as the agent creates a node's store: the plugin never makes
+/// one, and answers code 11 until it is there.
+pub fn new_store(dir: &tempfile::TempDir) -> std::path::PathBuf {
+    drop(store(dir));
+    dir.path().join("store.db")
 }
 
 pub fn pool(cidr: &str, block: u8) -> PoolSpec {

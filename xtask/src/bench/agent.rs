@@ -195,7 +195,7 @@ pub fn run(args: Args) -> Result<()> {
         let cluster = build(n, &tag, &agent, &work, backend, &[], false)?;
         let (latencies, all_nodes) = match backend {
             Backend::Sqlite => {
-                let store = DatastoreConfig::sqlite(work.join("store.db")).open()?;
+                let store = DatastoreConfig::sqlite(work.join("store.db")).open_or_create()?;
                 wait_registered(&*store, n)?;
                 measure(&cluster, args.trials, AGENT_ROUTE_PROTOCOL, None, |t| {
                     register_sqlite(&*store, &format!("new{t}"), new_ip(t))

@@ -134,7 +134,7 @@ fn measure_plane(agent: &Path, n: usize, plane: Plane, args: &Args) -> Result<Ro
     ));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let store = DatastoreConfig::sqlite(work.join("store.db")).open()?;
+    let store = DatastoreConfig::sqlite(work.join("store.db")).open_or_create()?;
     if plane == Plane::Reflectors {
         podnet_ipam::bgp::change(&*store, |b| {
             b.cluster.node_to_node_mesh = false;

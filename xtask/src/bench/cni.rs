@@ -96,6 +96,7 @@ pub fn run(args: Args) -> Result<()> {
     let work = sh::root().join("target/bench-cni");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    super::create_store(&work.join("store.db"))?;
     let tag = std::process::id();
     let podnet_node = make_node(&format!("pnbench{tag}-podnet"))?;
     let ptp_node = make_node(&format!("pnbench{tag}-ptp"))?;

@@ -105,7 +105,7 @@ fn end_to_end(n: usize, trials: usize) -> Result<Stats> {
     let agent = sh::root().join("target/release/podnet-agent");
     let tag = format!("pnbe{}-{n}", std::process::id());
     let cluster = build(1, &tag, &agent, &work, Backend::Sqlite, &[], false)?;
-    let store = DatastoreConfig::sqlite(work.join("store.db")).open()?;
+    let store = DatastoreConfig::sqlite(work.join("store.db")).open_or_create()?;
     wait_registered(&*store, 1)?;
     for i in 1..n {
         pools::create(&*store, &extra_pool(i)?)?;

@@ -74,6 +74,7 @@ pub fn run(args: Args) -> Result<()> {
     let work = sh::root().join("target/bench-ipam");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    super::create_store(&work.join("podnet/store.db"))?;
 
     let mut podnet = Plugin {
         name: "podnet-ipam",

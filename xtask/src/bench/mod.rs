@@ -58,3 +58,10 @@ pub fn run(args: Args) -> Result<()> {
         What::Services(a) => services::run(a),
     }
 }
+
+/// Creates the SQLite store at `path`, as the agent does on a node: the plugins a benchmark
+/// runs never create one (without it they answer code 11).
+fn create_store(path: &std::path::Path) -> Result<()> {
+    podnet_ipam::DatastoreConfig::sqlite(path).open_or_create()?;
+    Ok(())
+}
