@@ -501,9 +501,11 @@ pub fn start_agent(lab: &mut LabState, bins: &Binaries, i: usize) -> Result<()> 
 }
 
 /// Waits until every node's kernel has a route to every node's block (the agent's, or BIRD's
-/// in BGP mode). It gives up only after `timeout` without progress (no node gained a route):
-/// a busy machine is slow, not broken. Giving up names the nodes, the routes they miss and, in
-/// BGP mode, their sessions that are not Established.
+/// in BGP mode), each route through the VXLAN tunnel with its neighbour (BGP's routes can come
+/// before the agent's VXLAN entries, and a packet on such a route is lost). It gives up only
+/// after `timeout` without progress (no node gained a route or a neighbour): a busy machine is
+/// slow, not broken. Giving up names the nodes, what they miss and, in BGP mode, their
+/// sessions that are not Established.
 fn wait_for_routes(lab: &LabState, timeout: Duration) -> Result<()> {
     let n = lab.nodes.len();
     let mut sockets: Vec<Netlink> = lab
@@ -514,14 +516,15 @@ fn wait_for_routes(lab: &LabState, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let mut last_progress = Instant::now();
     let mut progress = Progress::new("agents ready", n);
-    let mut owned = vec![0; n];
+    // Per node: block routes, and those of them through the tunnel without their neighbour.
+    let mut have = vec![Have::default(); n];
     let protocol = lab.block_route_protocol();
-    while owned.iter().any(|&o| o < n) {
+    while have.iter().any(|h| !h.ready(n)) {
         if last_progress.elapsed() > timeout {
-            return Err(not_converged(lab, &owned, start.elapsed(), timeout));
+            return Err(not_converged(lab, &have, start.elapsed(), timeout));
         }
         for (i, nl) in sockets.iter_mut().enumerate() {
-            if owned[i] >= n {
+            if have[i].ready(n) {
                 continue;
             }
             if let Some(p) = &lab.nodes[i].agent {
@@ -533,17 +536,21 @@ fn wait_for_routes(lab: &LabState, timeout: Duration) -> Result<()> {
                     bail!("the agent of {} exited:\n{}", lab.nodes[i].name, log.trim());
                 }
             }
-            let now = nl
+            let routes: Vec<_> = nl
                 .routes()?
-                .iter()
+                .into_iter()
                 .filter(|r| r.protocol == protocol)
-                .count();
-            if now != owned[i] {
+                .collect();
+            let now = Have {
+                routes: routes.len(),
+                unresolved: vxlan_unresolved(nl, &routes)?,
+            };
+            if now != have[i] {
                 last_progress = Instant::now();
-                if now >= n {
+                if now.ready(n) {
                     progress.step();
                 }
-                owned[i] = now;
+                have[i] = now;
             }
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -551,18 +558,57 @@ fn wait_for_routes(lab: &LabState, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
+/// What a node's kernel has of the cluster's routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Have {
+    routes: usize,
+    /// Routes through the VXLAN tunnel whose gateway has no neighbour yet.
+    unresolved: usize,
+}
+
+impl Have {
+    fn ready(&self, nodes: usize) -> bool {
+        self.routes >= nodes && self.unresolved == 0
+    }
+}
+
+/// How many of `routes` go through a VXLAN device without the tunnel's neighbour for their
+/// gateway (its ARP entry, and the FDB entry for its MAC): a packet on such a route is lost.
+fn vxlan_unresolved(nl: &mut Netlink, routes: &[podnet_netlink::Route]) -> Result<usize> {
+    let Some(dev) = nl.link("vxlan.calico")? else {
+        return Ok(0);
+    };
+    let neigh = nl.neighbours(dev.index)?;
+    let fdb = nl.fdb(dev.index)?;
+    Ok(routes
+        .iter()
+        .filter(|r| r.oif == Some(dev.index))
+        .filter(|r| {
+            !neigh
+                .iter()
+                .any(|n| Some(n.ip) == r.gateway && fdb.iter().any(|f| f.mac == n.mac))
+        })
+        .count())
+}
+
 /// Why the routes did not converge: each late node with how many of the cluster's block routes
 /// it has and (BGP) which of its sessions are not Established.
 fn not_converged(
     lab: &LabState,
-    owned: &[usize],
+    have: &[Have],
     waited: Duration,
     timeout: Duration,
 ) -> anyhow::Error {
     let n = lab.nodes.len();
     let mut lines = Vec::new();
-    for (node, &have) in lab.nodes.iter().zip(owned).filter(|(_, &o)| o < n) {
-        let mut line = format!("  {}: {have} of {n} block routes", node.name);
+    for (node, h) in lab.nodes.iter().zip(have).filter(|(_, h)| !h.ready(n)) {
+        let mut line = format!("  {}: {} of {n} block routes", node.name, h.routes);
+        if h.unresolved > 0 {
+            line.push_str(&format!(
+                ", {} through the tunnel without its neighbour",
+                h.unresolved
+            ));
+        }
         if lab.bgp() && lines.len() < 20 {
             match crate::views::bgp::all_established(lab, &node.name) {
                 Ok(_) => line.push_str("; every BGP session Established"),

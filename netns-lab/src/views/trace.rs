@@ -51,10 +51,15 @@ pub fn ping(lab: &LabState, pod: &str, dst: Ipv4Addr) -> Result<bool> {
 
 /// One echo from the calling thread's namespace: true if `dst` answered.
 pub fn ping_here(dst: Ipv4Addr) -> Result<bool> {
+    // Every echo of this process its own sequence number: a raw socket sees every ICMP
+    // message of its namespace, and a late answer to an earlier ping (to another pod) must not
+    // pass for this one's.
+    static NEXT_SEQ: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1000);
     let sock = icmp_socket()?;
     let id = std::process::id() as u16 ^ 0x5a5a;
-    for seq in 0..TRIES as u16 {
-        if let Some((from, _, reached)) = probe(&sock, dst, 64, id, 1000 + seq)? {
+    for _ in 0..TRIES {
+        let seq = NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some((from, _, reached)) = probe(&sock, dst, 64, id, seq)? {
             return Ok(reached && from == dst);
         }
     }
