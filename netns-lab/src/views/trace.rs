@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 const MAX_HOPS: u8 = 16;
 const TRIES: usize = 3;
 const WAIT: Duration = Duration::from_millis(700);
+/// How long [`ping_here`] waits for an answer to any of its echoes.
+const PING_DEADLINE: Duration = Duration::from_secs(3);
 
 /// One hop: who answered (if anyone) and how fast.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,7 +51,10 @@ pub fn ping(lab: &LabState, pod: &str, dst: Ipv4Addr) -> Result<bool> {
     ns.run(|| ping_here(dst))?
 }
 
-/// One echo from the calling thread's namespace: true if `dst` answered.
+/// Echoes from the calling thread's namespace, one every [`WAIT`], [`TRIES`] in all, as
+/// `ping -c 3` does: true if `dst` answers any of them within [`PING_DEADLINE`] (on a busy lab a
+/// flow's first packet can wait a second for its neighbours to resolve). An error quoting one
+/// of them (unreachable) is not an answer: the next echo may still pass.
 pub fn ping_here(dst: Ipv4Addr) -> Result<bool> {
     // Every echo of this process its own sequence number: a raw socket sees every ICMP
     // message of its namespace, and a late answer to an earlier ping (to another pod) must not
@@ -57,10 +62,46 @@ pub fn ping_here(dst: Ipv4Addr) -> Result<bool> {
     static NEXT_SEQ: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(1000);
     let sock = icmp_socket()?;
     let id = std::process::id() as u16 ^ 0x5a5a;
-    for _ in 0..TRIES {
-        let seq = NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some((from, _, reached)) = probe(&sock, dst, 64, id, seq)? {
-            return Ok(reached && from == dst);
+    let start = Instant::now();
+    let mut sent: Vec<u16> = Vec::new();
+    let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
+    while start.elapsed() < PING_DEADLINE {
+        if sent.len() < TRIES && start.elapsed() >= WAIT * sent.len() as u32 {
+            let seq = NEXT_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sock.set_ttl_v4(64)?;
+            sock.send_to(
+                &echo_request(id, seq),
+                &SockAddr::from(SocketAddrV4::new(dst, 0)),
+            )
+            .with_context(|| format!("send an echo to {dst}"))?;
+            sent.push(seq);
+        }
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue
+            }
+            Err(e) => return Err(e).context("read ICMP answers"),
+        };
+        // SAFETY: recv initialised the first n bytes.
+        let data: Vec<u8> = buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect();
+        // An echo reply (type 0) from `dst` to one of ours; its unreachable (type 3) is not.
+        let ihl = usize::from(data.first().copied().unwrap_or(0) & 0x0f) * 4;
+        let reply = data.get(ihl) == Some(&0);
+        if reply
+            && sent
+                .iter()
+                .any(|&seq| answer_to(&data, id, seq) == Some((dst, true)))
+        {
+            return Ok(true);
         }
     }
     Ok(false)
