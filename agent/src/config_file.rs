@@ -2,7 +2,8 @@
 //! key of the same name (`node-name = "sung-ubuntu04"`, `etcd-endpoints = ["https://..."]`,
 //! `node-block = ["10.233.99.0/24"]`), plus `log-level`. A flag given on the command line wins
 //! over the file; the file wins over the defaults. Unknown keys and wrong types are errors that
-//! name the key and line. TOML (the `toml` crate) because operators write it by hand and
+//! name the key's path, the value as written and the line
+//! ([`crate::config_errors`]). TOML (the `toml` crate) because operators write it by hand and
 //! systemd and Kubernetes ConfigMaps carry it as plain text.
 
 use crate::settings::{Encapsulation, Routing, RunArgs, StoreArgs};
@@ -50,13 +51,21 @@ pub struct AgentFile {
     pub state_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics_addr: Option<SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "podnet_ipam::cidr::de_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub pool: Option<Ipv4Net>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strict_affinity: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "podnet_ipam::cidr::de_opt_vec",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub node_block: Option<Vec<Ipv4Net>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resync_seconds: Option<u64>,
@@ -99,8 +108,11 @@ impl AgentFile {
         Ok(file)
     }
 
+    /// Parses `text`; a refusal names the key's path, the value as written and the line.
     pub fn parse(text: &str) -> Result<AgentFile, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+        let de =
+            toml::Deserializer::parse(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        serde_path_to_error::deserialize(de).map_err(|e| crate::config_errors::parse_error(text, e))
     }
 
     /// What clap would refuse on a command line, refused in the file too.
@@ -125,11 +137,11 @@ impl AgentFile {
         ];
         let no_etcd = self.etcd_endpoints.as_ref().is_none_or(Vec::is_empty);
         if let Some((key, _)) = etcd_only.iter().find(|(_, set)| *set).filter(|_| no_etcd) {
-            return Err(format!("{key} is set but etcd-endpoints is not"));
+            return Err(format!("{key}: set, but etcd-endpoints is not"));
         }
         if let Some(level) = &self.log_level {
             level.parse::<tracing::Level>().map_err(|_| {
-                format!("log-level {level:?}: one of error, warn, info, debug, trace")
+                format!("log-level: {level:?}: one of error, warn, info, debug, trace")
             })?;
         }
         Ok(())
@@ -345,7 +357,10 @@ mod tests {
         let tls = AgentFile::parse("etcd-ca = \"/ca.pem\"\n").unwrap();
         assert!(tls.check().unwrap_err().contains("etcd-ca"));
         let level = AgentFile::parse("log-level = \"loud\"\n").unwrap();
-        assert!(level.check().unwrap_err().contains("loud"));
+        assert!(level
+            .check()
+            .unwrap_err()
+            .starts_with("log-level: \"loud\": one of"));
     }
 
     #[test]

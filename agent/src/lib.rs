@@ -22,6 +22,7 @@
 //! runs on the main one. That keeps it small (RSS is a target) and easy to follow.
 
 pub mod bgp;
+pub mod config_errors;
 pub mod config_file;
 pub mod desired;
 pub mod egress;

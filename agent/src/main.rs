@@ -181,15 +181,30 @@ fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
     let parsed = AgentFile::read(file)?;
     let mut args = RunArgs::from_flags(&[]).expect("the defaults parse");
     parsed.apply(&mut args, &|_| false);
+    let shown = file.display();
     if let Some(name) = &args.node_name {
-        podnet_ipam::validate_node_name(name)
-            .with_context(|| format!("config file {}: node-name", file.display()))?;
+        if let Err(podnet_ipam::Error::InvalidName { why, .. }) =
+            podnet_ipam::validate_node_name(name)
+        {
+            anyhow::bail!("config file {shown}: node-name: {name:?}: {why}");
+        }
     }
     match args.pool {
         Some(cidr) => {
             let pins = [(String::from("this-node"), args.node_blocks.clone())].into();
-            PoolSpec::new(cidr, args.block_size, args.strict_affinity, pins)
-                .with_context(|| format!("config file {}: pool", file.display()))?;
+            match PoolSpec::new(cidr, args.block_size, args.strict_affinity, pins) {
+                Err(podnet_ipam::Error::BadSetting {
+                    setting,
+                    value,
+                    why,
+                }) => anyhow::bail!(
+                    "config file {shown}: {}: {value}: {why}",
+                    podnet_agent::config_errors::setting_key(&setting)
+                ),
+                other => {
+                    other.with_context(|| format!("config file {shown}: pool"))?;
+                }
+            }
         }
         None if !args.node_blocks.is_empty() => anyhow::bail!(
             "config file {}: node-block needs pool (the pool the blocks are cut from)",

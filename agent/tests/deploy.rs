@@ -48,22 +48,69 @@ fn the_configmap_passes_config_check() {
     );
 }
 
+/// `podnet-agent config check FILE`.
+fn config_check(file: &Path) -> std::process::Output {
+    Command::new(AGENT)
+        .args(["config", "check"])
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn config_check_refuses_an_unknown_key_by_name() {
     let t = tempfile::tempdir().unwrap();
     let path = t.path().join("agent.toml");
     std::fs::write(&path, "pool = \"10.233.64.0/18\"\nblok-size = 24\n").unwrap();
-    let out = Command::new(AGENT)
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = config_check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains("blok-size") && stderr.contains("line 2"),
         "{stderr}"
     );
+}
+
+/// `config check` names, for each key refused, its path and the value as written, whether
+/// toml refused it or the checks after (the pool's, the node name's, the log level's).
+#[test]
+fn config_check_names_each_refused_key_and_its_value() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("agent.toml");
+    for (file, want) in [
+        (
+            "pool = \"10.233.64.0/33\"\n",
+            "pool: \"10.233.64.0/33\": prefix length 33 is longer than 32 (line 1)",
+        ),
+        (
+            "pool = \"10.233.64.1/18\"\n",
+            "pool: \"10.233.64.1/18\": host bits are set",
+        ),
+        (
+            "pool = \"10.233.64.0/18\"\nblock-size = 19\n",
+            "block-size: 19: out of range",
+        ),
+        (
+            "pool = \"10.233.64.0/24\"\nblock-size = 20\n",
+            "block-size: 20: a /20 block is larger than pool",
+        ),
+        (
+            "pool = \"10.233.64.0/18\"\nblock-size = 24\nnode-block = [\"10.233.64.0/24\", \"10.1.0.0/24\"]\n",
+            "node-block[1]: \"10.1.0.0/24\": not a /24 block of pool 10.233.64.0/18",
+        ),
+        ("node-name = \"a b\"\n", "node-name: \"a b\": it contains"),
+        ("log-level = \"loud\"\n", "log-level: \"loud\": one of"),
+        ("etcd-ca = \"/ca.pem\"\n", "etcd-ca: set, but etcd-endpoints is not"),
+    ] {
+        std::fs::write(&path, file).unwrap();
+        let out = config_check(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file:?} passed");
+        assert!(
+            stderr.contains(&format!("{}: {want}", path.display())),
+            "{file:?}:\n  got  {stderr}\n  want {want}"
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,9 @@
 //! The network config of the `podnet` plugin (one conflist entry), and what it inherits down
-//! to an in-process `podnet-ipam`.
+//! to an in-process `podnet-ipam`. Read through `podnet_cni_types::conf::field`, so every
+//! refusal names the field's path and the value (`mtu: "big": invalid type ...`); the `ipam`
+//! section is `podnet-ipam`'s to judge, in its own words (`ipam.pool: ...`).
 
+use podnet_cni_types::conf::{field, refused};
 use podnet_cni_types::{code, Attachment, CniError, CniResult, CniVersion};
 use podnet_ipam::DatastoreConfig;
 use serde::Deserialize;
@@ -109,21 +112,25 @@ impl NetConf {
         let version = CniVersion::from_config(stdin)?;
         let raw: serde_json::Value =
             serde_json::from_slice(stdin).expect("from_config checked the JSON");
-        let r = Raw::deserialize(&raw).map_err(|e| bad(format!("invalid podnet config: {e}")))?;
+        let r: Raw = field(&raw, "")?;
         let ipam = r
             .ipam
-            .ok_or_else(|| bad("network config has no \"ipam\" object"))?;
-        let ipam_type = ipam
-            .get("type")
-            .and_then(|t| t.as_str())
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| bad("\"ipam\" has no \"type\""))?
-            .to_string();
-        if ipam_type.contains('/') {
-            return Err(bad(format!(
-                "ipam type {ipam_type:?} must be a plugin name, not a path"
-            )));
+            .ok_or_else(|| bad("ipam: missing (the network config needs an \"ipam\" object)"))?;
+        if !ipam.is_object() {
+            return Err(refused("ipam", &ipam, "not an object"));
         }
+        let ipam_type = match ipam.get("type") {
+            Some(serde_json::Value::String(t)) if t.contains('/') => {
+                return Err(refused(
+                    "ipam.type",
+                    &ipam["type"],
+                    "a plugin name, not a path",
+                ))
+            }
+            Some(serde_json::Value::String(t)) if !t.is_empty() => t.clone(),
+            Some(other) => return Err(refused("ipam.type", other, "the name of an IPAM plugin")),
+            None => return Err(bad("ipam.type: missing (the IPAM plugin to run)")),
+        };
         let prev_result = podnet_cni_types::conf::prev_result(&raw)?;
         let valid_attachments = podnet_cni_types::conf::valid_attachments(&raw)?;
         Ok(NetConf {
@@ -192,20 +199,63 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
     }
 
+    /// Each field with a bad value: code 7, naming the path and the value.
     #[test]
-    fn bad_configs_are_code_7() {
-        for conf in [
-            r#"{"cniVersion":"1.0.0","type":"podnet"}"#,
-            r#"{"cniVersion":"1.0.0","type":"podnet","ipam":{}}"#,
-            r#"{"cniVersion":"1.0.0","type":"podnet","ipam":{"type":"../../bin/sh"}}"#,
-            r#"{"cniVersion":"1.0.0","type":"podnet","encapsulation":"gre","ipam":{"type":"host-local"}}"#,
-            r#"{"cniVersion":"1.0.0","type":"podnet","mtu":"big","ipam":{"type":"host-local"}}"#,
-            r#"{"cniVersion":"1.0.0","type":"podnet","log":{"lvl":"x"},"ipam":{"type":"host-local"}}"#,
+    fn each_bad_field_is_code_7_naming_its_path_and_value() {
+        let ipam = r#""ipam":{"type":"host-local"}"#;
+        for (fields, want) in [
+            (String::new(), "ipam: missing"),
+            (r#""ipam":{}"#.into(), "ipam.type: missing"),
+            (r#""ipam":{"type":""}"#.into(), r#"ipam.type: "": the name"#),
+            (r#""ipam":{"type":3}"#.into(), "ipam.type: 3: the name"),
+            (
+                r#""ipam":{"type":"../../bin/sh"}"#.into(),
+                r#"ipam.type: "../../bin/sh": a plugin name, not a path"#,
+            ),
+            (r#""ipam":"x""#.into(), r#"ipam: "x": not an object"#),
+            (format!(r#""name":5,{ipam}"#), "name: 5: invalid type"),
+            (
+                format!(r#""encapsulation":"gre",{ipam}"#),
+                r#"encapsulation: "gre": unknown variant `gre`"#,
+            ),
+            (
+                format!(r#""mtu":"big",{ipam}"#),
+                r#"mtu: "big": invalid type"#,
+            ),
+            (format!(r#""mtu":-1,{ipam}"#), "mtu: -1: invalid value"),
+            (
+                format!(r#""nodename":[1],{ipam}"#),
+                "nodename: [1]: invalid type",
+            ),
+            (
+                format!(r#""stateDir":false,{ipam}"#),
+                "stateDir: false: invalid type",
+            ),
+            (
+                format!(r#""datastore":{{"type":"zookeeper"}},{ipam}"#),
+                r#"datastore.type: "zookeeper": unknown variant"#,
+            ),
+            (
+                format!(r#""log":{{"lvl":"x"}},{ipam}"#),
+                r#"log.lvl: "x": unknown field `lvl`"#,
+            ),
+            (
+                format!(r#""log":{{"level":7}},{ipam}"#),
+                "log.level: 7: invalid type",
+            ),
+            (
+                format!(r#""log":{{"file":7}},{ipam}"#),
+                "log.file: 7: invalid type",
+            ),
         ] {
-            assert_eq!(
-                NetConf::parse(conf.as_bytes()).unwrap_err().code,
-                code::INVALID_NETWORK_CONFIG,
-                "{conf}"
+            let sep = if fields.is_empty() { "" } else { "," };
+            let conf = format!(r#"{{"cniVersion":"1.0.0","type":"podnet"{sep}{fields}}}"#);
+            let e = NetConf::parse(conf.as_bytes()).unwrap_err();
+            assert_eq!(e.code, code::INVALID_NETWORK_CONFIG, "{conf}");
+            assert!(
+                e.msg.starts_with(want),
+                "{conf}:\n  got  {}\n  want {want}",
+                e.msg
             );
         }
     }

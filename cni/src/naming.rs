@@ -1,6 +1,7 @@
 //! Names and labels of a pod's interfaces, as Calico makes them.
 
 use podnet_cni_types::CniArgs;
+use podnet_netlink::Link;
 use sha1::{Digest, Sha1};
 
 /// The MAC of every host-side veth (Calico's): the node answers for the pod's gateway.
@@ -32,6 +33,37 @@ pub fn parse_alias(alias: &str) -> Option<(&str, &str)> {
     rest.rsplit_once(':')
 }
 
+/// The attachment (container, ifname) a node device serves, if podnet made it: a `cali*` veth
+/// with podnet's label. Anything else is never touched.
+pub fn podnet_attachment(link: &Link) -> Option<(&str, &str)> {
+    let veth = link.kind.as_deref() == Some("veth") && link.name.starts_with("cali");
+    veth.then(|| link.alias.as_deref().and_then(parse_alias))
+        .flatten()
+}
+
+/// Who holds the host-side name an ADD wants.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Holder<'a> {
+    /// This very attachment (same container and ifname): a repeated ADD.
+    This,
+    /// A veth podnet made for another container of the same pod name: a pod the cluster has
+    /// replaced (Kubernetes keeps namespace/name unique among live pods), whose sandbox is not
+    /// gone yet. Its veth may go; its address stays held until its own DEL or GC.
+    Replaced { container: &'a str },
+    /// Anything else: not ours to remove.
+    Foreign,
+}
+
+/// Decides who holds `link`, the device already named as the attachment `container`/`ifname`
+/// wants its host end named.
+pub fn holder<'a>(link: &'a Link, container: &str, ifname: &str) -> Holder<'a> {
+    match podnet_attachment(link) {
+        Some((c, i)) if c == container && i == ifname => Holder::This,
+        Some((c, _)) if c != container => Holder::Replaced { container: c },
+        _ => Holder::Foreign,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +93,54 @@ mod tests {
         assert_eq!(a, host_veth_name(&CniArgs::default(), "abc"));
         assert_ne!(a, host_veth_name(&podman, "abd"));
         assert_eq!(a.len(), 15, "fits IFNAMSIZ");
+    }
+
+    fn link(name: &str, kind: Option<&str>, alias: Option<&str>) -> Link {
+        Link {
+            index: 7,
+            name: name.into(),
+            mac: vec![0xee; 6],
+            mtu: 1480,
+            up: true,
+            flags: 0,
+            kind: kind.map(Into::into),
+            alias: alias.map(Into::into),
+            peer_index: None,
+        }
+    }
+
+    #[test]
+    fn who_holds_the_name() {
+        let veth = |alias| link("calie3df4d89b13", Some("veth"), alias);
+        let ours = veth(Some("podnet:new:eth0"));
+        assert_eq!(holder(&ours, "new", "eth0"), Holder::This);
+        let old = veth(Some("podnet:old:eth0"));
+        assert_eq!(
+            holder(&old, "new", "eth0"),
+            Holder::Replaced { container: "old" }
+        );
+        for (what, l) in [
+            ("no label", veth(None)),
+            ("someone else's label", veth(Some("web frontend"))),
+            (
+                "another interface of this container",
+                veth(Some("podnet:new:eth1")),
+            ),
+            (
+                "not a veth",
+                link("calie3df4d89b13", Some("bridge"), Some("podnet:old:eth0")),
+            ),
+            (
+                "a physical device",
+                link("calie3df4d89b13", None, Some("podnet:old:eth0")),
+            ),
+            (
+                "not a cali* name",
+                link("eth7", Some("veth"), Some("podnet:old:eth0")),
+            ),
+        ] {
+            assert_eq!(holder(&l, "new", "eth0"), Holder::Foreign, "{what}");
+        }
     }
 
     #[test]

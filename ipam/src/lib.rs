@@ -15,6 +15,7 @@
 
 pub mod allocator;
 pub mod bgp;
+pub mod cidr;
 pub mod inspect;
 pub mod keys;
 pub mod model;
@@ -26,7 +27,7 @@ pub mod services;
 pub mod store;
 
 pub use allocator::{pod_handle, pod_handles, tunnel_handle, GcReport, Ipam};
-pub use pool::PoolSpec;
+pub use pool::{PoolSetting, PoolSpec};
 pub use store::{Datastore, DatastoreConfig, StoreError};
 
 use ipnet::Ipv4Net;
@@ -39,6 +40,13 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("invalid pool: {0}")]
     InvalidPool(String),
+    /// A pool setting refused: which, its value as written, why.
+    #[error("invalid pool: {setting}: {value}: {why}")]
+    BadSetting {
+        setting: pool::PoolSetting,
+        value: String,
+        why: String,
+    },
     #[error("pool {pool} is stored with block size /{stored}, but the config asks for /{wanted}")]
     PoolMismatch {
         pool: Ipv4Net,

@@ -11,6 +11,34 @@ pub const DEFAULT_BLOCK_SIZE: u8 = 26;
 /// The block sizes podnet accepts (a /20 holds 4,096 addresses, a /32 one).
 pub const BLOCK_SIZES: std::ops::RangeInclusive<u8> = 20..=32;
 
+/// The setting of a pool that [`PoolSpec::new`] refused, for each config to name in its own
+/// words (`ipam.blockSize` in a CNI config, `block-size` in the agent's file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolSetting {
+    Cidr,
+    BlockSize,
+    /// A node blocks are pinned to, by name.
+    NodeName(String),
+    /// Block `index` of those pinned to `node`.
+    NodeBlock {
+        node: String,
+        index: usize,
+    },
+}
+
+impl std::fmt::Display for PoolSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolSetting::Cidr => write!(f, "pool"),
+            PoolSetting::BlockSize => write!(f, "block size"),
+            PoolSetting::NodeName(_) => write!(f, "node of pinned blocks"),
+            PoolSetting::NodeBlock { node, index } => {
+                write!(f, "block {index} pinned to {node}")
+            }
+        }
+    }
+}
+
 /// A validated pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSpec {
@@ -26,37 +54,66 @@ impl PoolSpec {
         strict_affinity: bool,
         node_blocks: BTreeMap<String, Vec<Ipv4Net>>,
     ) -> Result<PoolSpec, Error> {
-        let bad = |msg: String| Err(Error::InvalidPool(msg));
+        let bad = |setting, value: String, why: String| {
+            Err(Error::BadSetting {
+                setting,
+                value,
+                why,
+            })
+        };
         if cidr.trunc() != cidr {
-            return bad(format!(
-                "pool {cidr} has host bits set (did you mean {}?)",
-                cidr.trunc()
-            ));
+            return bad(
+                PoolSetting::Cidr,
+                format!("\"{cidr}\""),
+                format!("host bits are set (did you mean {}?)", cidr.trunc()),
+            );
         }
         if !BLOCK_SIZES.contains(&block_size) {
-            return bad(format!(
-                "block size {block_size} is out of range ({}..={})",
-                BLOCK_SIZES.start(),
-                BLOCK_SIZES.end()
-            ));
+            return bad(
+                PoolSetting::BlockSize,
+                block_size.to_string(),
+                format!(
+                    "out of range ({}..={})",
+                    BLOCK_SIZES.start(),
+                    BLOCK_SIZES.end()
+                ),
+            );
         }
         if block_size < cidr.prefix_len() {
-            return bad(format!(
-                "block size /{block_size} is larger than pool {cidr}"
-            ));
+            return bad(
+                PoolSetting::BlockSize,
+                block_size.to_string(),
+                format!("a /{block_size} block is larger than pool {cidr}"),
+            );
         }
         let mut owner: BTreeMap<Ipv4Net, &str> = BTreeMap::new();
         for (node, blocks) in &node_blocks {
-            crate::validate_node_name(node)?;
-            for b in blocks {
+            if let Err(Error::InvalidName { why, .. }) = crate::validate_node_name(node) {
+                return bad(
+                    PoolSetting::NodeName(node.clone()),
+                    format!("{node:?}"),
+                    format!("not a node name: {why}"),
+                );
+            }
+            for (index, b) in blocks.iter().enumerate() {
+                let setting = || PoolSetting::NodeBlock {
+                    node: node.clone(),
+                    index,
+                };
                 if b.prefix_len() != block_size || b.trunc() != *b || !cidr.contains(b) {
-                    return bad(format!(
-                        "block {b} pinned to {node} is not a /{block_size} block of pool {cidr}"
-                    ));
+                    return bad(
+                        setting(),
+                        format!("\"{b}\""),
+                        format!("not a /{block_size} block of pool {cidr}"),
+                    );
                 }
                 if let Some(other) = owner.insert(*b, node) {
                     if other != node {
-                        return bad(format!("block {b} is pinned to both {other} and {node}"));
+                        return bad(
+                            setting(),
+                            format!("\"{b}\""),
+                            format!("also pinned to {other}"),
+                        );
                     }
                 }
             }

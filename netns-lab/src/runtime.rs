@@ -73,7 +73,7 @@ pub fn network_config(lab: &LabState, node: &str) -> Value {
 
 /// Runs one CNI verb for `pod` as a runtime would; the reply (or the CNI error) as JSON.
 pub fn cni(bins: &Binaries, lab: &LabState, pod: &PodState, verb: &str) -> Result<Value> {
-    match cni_call(bins, lab, pod, verb, None)? {
+    match cni_call(bins, lab, pod, &pod.name, verb, None)? {
         Call::Done(reply) => Ok(reply),
         Call::Failed { code, msg, details } => {
             bail!(
@@ -99,12 +99,15 @@ pub enum Call {
     Killed,
 }
 
-/// One CNI verb for `pod`, the plugin SIGKILLed after `kill_after` if it is still running (a
-/// runtime giving up on a slow call). An exit without exactly one JSON reply is an error.
+/// One CNI verb for `pod` in the network namespace `sandbox` (a lab pod's is named for the
+/// pod; a recreated pod has a second one), the plugin SIGKILLed after `kill_after` if it is
+/// still running (a runtime giving up on a slow call). An exit without exactly one JSON reply
+/// is an error.
 pub fn cni_call(
     bins: &Binaries,
     lab: &LabState,
     pod: &PodState,
+    sandbox: &str,
     verb: &str,
     kill_after: Option<std::time::Duration>,
 ) -> Result<Call> {
@@ -121,7 +124,7 @@ pub fn cni_call(
     let env = [
         ("CNI_COMMAND", verb.to_string()),
         ("CNI_CONTAINERID", pod.container_id.clone()),
-        ("CNI_NETNS", LabState::netns_path(&pod.name)),
+        ("CNI_NETNS", LabState::netns_path(sandbox)),
         ("CNI_IFNAME", "eth0".into()),
         ("CNI_ARGS", args),
     ];

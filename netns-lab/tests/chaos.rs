@@ -86,6 +86,8 @@ fn chaos_on_sqlite_breaks_no_invariant() {
             "adds_killed",
             "dels",
             "dels_killed",
+            // Pods recreated under their name while the old one was attached.
+            "recreated",
             "agent_kills",
             "bird_kills",
             "routes_deleted",
@@ -122,7 +124,16 @@ fn the_churn_alone_drops_no_bgp_session() {
 fn chaos_on_a_three_member_etcd_breaks_no_invariant() {
     let f = chaos_run(&["--datastore", "etcd", "--etcd-members", "3"], "2");
     assert_eq!(f["violations"], 0);
-    all_happened(&f, &["adds", "adds_killed", "dels_killed", "etcd_kills"]);
+    all_happened(
+        &f,
+        &[
+            "adds",
+            "adds_killed",
+            "dels_killed",
+            "recreated",
+            "etcd_kills",
+        ],
+    );
 }
 
 #[test]

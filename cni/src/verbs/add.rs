@@ -1,5 +1,7 @@
 //! ADD: IPAM first, then the veth pair and routes; on any failure after IPAM, undo what was
-//! made and release the address, so a failed ADD leaves nothing behind.
+//! made and release the address, so a failed ADD leaves nothing behind. A host-side name held
+//! by podnet's veth of another container (a pod recreated under the same name while its old
+//! sandbox still exists) is freed by deleting that veth, as Calico does.
 
 use super::{node_side, pod_side};
 use crate::config::NetConf;
@@ -7,7 +9,7 @@ use crate::dataplane::{self, PodPlan};
 use crate::error::{nl, Error};
 use crate::ipam::Ipam;
 use crate::mtu;
-use crate::naming::{attachment_alias, host_veth_name, HOST_MAC};
+use crate::naming::{attachment_alias, holder, host_veth_name, Holder, HOST_MAC};
 use ipnet::{IpNet, Ipv4Net};
 use podnet_cni_types::{code, CniEnv, CniError, CniResult, Interface, IpConfig};
 
@@ -17,22 +19,28 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, Error> {
     let host_name = host_veth_name(&env.args, &env.container_id);
     let alias = attachment_alias(&env.container_id, &env.ifname);
 
-    // Refuse before allocating anything.
-    if let Some(l) = host
+    // Refuse before allocating anything; a replaced pod's veth goes once we have an address.
+    let existing = host
         .link(&host_name)
-        .map_err(nl(format!("look up {host_name}")))?
+        .map_err(nl(format!("look up {host_name}")))?;
+    let replaced = match existing
+        .as_ref()
+        .map(|l| (l.index, holder(l, &env.container_id, &env.ifname)))
     {
-        return Err(if l.alias.as_deref() == Some(alias.as_str()) {
-            Error::AlreadySetUp(format!(
+        None => None,
+        Some((index, Holder::Replaced { container })) => Some((index, container.to_string())),
+        Some((_, Holder::This)) => {
+            return Err(Error::AlreadySetUp(format!(
                 "container {} interface {} is already set up ({host_name}); DEL it first",
                 env.container_id, env.ifname
-            ))
-        } else {
-            Error::InterfaceExists(format!(
+            )))
+        }
+        Some((_, Holder::Foreign)) => {
+            return Err(Error::InterfaceExists(format!(
                 "host-side interface name {host_name} is taken by another device"
-            ))
-        });
-    }
+            )))
+        }
+    };
     if pod
         .link(&env.ifname)
         .map_err(nl(format!("look up {} in the pod", env.ifname)))?
@@ -49,6 +57,9 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, Error> {
     let allocated = ipam.add(env)?;
 
     let attempt = (|| {
+        if let Some((index, old)) = &replaced {
+            remove_replaced(&mut host, *index, &host_name, old)?;
+        }
         let address = allocated
             .ips
             .iter()
@@ -114,6 +125,26 @@ pub fn add(env: &CniEnv, conf: &NetConf) -> Result<CniResult, Error> {
         routes: Vec::new(),
         dns: allocated.dns,
     })
+}
+
+/// Deletes the host end of a replaced pod's attachment (its pod end and /32 route go with
+/// it). Its address is left to its own DEL or GC, so it is not reused while the old sandbox
+/// may still send.
+fn remove_replaced(
+    host: &mut podnet_netlink::Netlink,
+    index: u32,
+    name: &str,
+    old: &str,
+) -> Result<(), Error> {
+    tracing::warn!(
+        link = name,
+        old_container = old,
+        "the host-side name is held by the veth of container {old}, a replaced pod of the same name; deleting it"
+    );
+    match host.delete_link(index) {
+        Err(e) if !e.is_not_found() => Err(nl(format!("delete {name} of container {old}"))(e)),
+        _ => Ok(()),
+    }
 }
 
 /// A node that cannot route 169.254.1.1 gets pods that can send nothing: ADD still succeeds

@@ -6,7 +6,7 @@ use super::node_side;
 use crate::config::NetConf;
 use crate::error::Error;
 use crate::ipam::Ipam;
-use crate::naming::parse_alias;
+use crate::naming::podnet_attachment;
 use podnet_cni_types::{code, CniEnv, CniError};
 use std::collections::HashSet;
 
@@ -24,12 +24,9 @@ pub fn gc(env: &CniEnv, conf: &NetConf) -> Result<(), Error> {
     match host.links() {
         Ok(links) => {
             for l in links {
-                let ours = l.kind.as_deref() == Some("veth") && l.name.starts_with("cali");
-                let Some(attachment) = l.alias.as_deref().and_then(parse_alias) else {
-                    continue;
-                };
-                if !ours || valid.contains(&attachment) {
-                    continue;
+                match podnet_attachment(&l) {
+                    Some(attachment) if !valid.contains(&attachment) => {}
+                    _ => continue,
                 }
                 match host.delete_link(l.index) {
                     Ok(()) => tracing::info!(link = %l.name, "GC removed a stray veth"),

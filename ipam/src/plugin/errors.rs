@@ -15,6 +15,7 @@ pub fn to_cni(action: &str, err: Error) -> CniError {
         // A bad Service record is not the plugin's doing, but it reads the datastore too.
         Error::InvalidService(_) => code::IO_FAILURE,
         Error::InvalidPool(_)
+        | Error::BadSetting { .. }
         | Error::PoolMismatch { .. }
         | Error::PoolOverlap { .. }
         | Error::InvalidName { .. } => code::INVALID_NETWORK_CONFIG,

@@ -41,13 +41,19 @@ pub struct Expect {
     /// ADD failed or was killed and its DEL has not completed: anything of it may remain.
     /// Container -> node.
     pub limbo: BTreeMap<String, String>,
+    /// Attached, then replaced by a recreated pod of the same name, its DEL not completed: its
+    /// veth may be gone (the new pod's ADD deletes it), its address must still be held, so it
+    /// is not reused while the old sandbox may still send. Container -> node.
+    pub replaced: BTreeMap<String, String>,
     /// Table `ip podnet` of every node before the run.
     pub nft_before: BTreeMap<String, Option<Table>>,
 }
 
 impl Expect {
     fn live(&self, id: &str) -> bool {
-        self.attached.contains_key(id) || self.limbo.contains_key(id)
+        self.attached.contains_key(id)
+            || self.limbo.contains_key(id)
+            || self.replaced.contains_key(id)
     }
 }
 
@@ -75,6 +81,13 @@ pub fn violations(w: &World, e: &Expect) -> Vec<String> {
     for id in e.attached.keys() {
         if !handles.contains(id.as_str()) {
             v.push(format!("attachment {id} has no address in the IPAM"));
+        }
+    }
+    for id in e.replaced.keys() {
+        if !handles.contains(id.as_str()) {
+            v.push(format!(
+                "replaced attachment {id} lost its address before its DEL"
+            ));
         }
     }
     for n in &w.nodes {
@@ -198,6 +211,38 @@ mod tests {
         w.ipam_problems
             .push("10.64.0.1 is held by c1 and c2".into());
         assert_eq!(violations(&w, &e).len(), 1);
+    }
+
+    #[test]
+    fn a_replaced_attachment_keeps_its_address_and_may_lose_its_veth() {
+        let (mut w, mut e) = healthy();
+        // c2, the same pod recreated, took cali1 (the old veth went) and a new address.
+        w.nodes[0].veths = vec![("cali1".into(), Some("podnet:c2:eth0".into()))];
+        w.nodes[0].pod_routes = vec![(ip("10.64.0.2"), "cali1".into())];
+        w.handles.push("c2".into());
+        e.attached.clear();
+        e.attached
+            .insert("c2".into(), ("node1".into(), ip("10.64.0.2")));
+        e.replaced.insert("c1".into(), "node1".into());
+        assert_eq!(violations(&w, &e), Vec::<String>::new());
+        // Before the new ADD removed it, the old veth (and route) may still be there.
+        let mut before = w.clone();
+        before.nodes[0].veths = vec![("cali1".into(), Some("podnet:c1:eth0".into()))];
+        before.nodes[0].pod_routes = vec![(ip("10.64.0.1"), "cali1".into())];
+        e.attached.clear();
+        e.limbo.insert("c2".into(), "node1".into());
+        assert_eq!(violations(&before, &e), Vec::<String>::new());
+        // Its address freed before its DEL (by the new ADD, or by a GC that forgot it).
+        w.handles.retain(|h| h != "c1");
+        let v = violations(&w, &e);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("replaced attachment c1 lost its address"));
+        // Its DEL done, nothing of it may remain.
+        e.replaced.clear();
+        w.handles.push("c1".into());
+        assert!(violations(&w, &e)
+            .iter()
+            .any(|m| m.contains("address held for c1")));
     }
 
     #[test]

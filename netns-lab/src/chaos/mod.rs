@@ -27,7 +27,6 @@ use rand::{Rng, SeedableRng};
 use runtimes::{Churn, Phase, Slot};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct Options {
@@ -124,18 +123,14 @@ pub fn run(lab: &mut LabState, bins: &Binaries, o: &Options) -> Result<bool> {
 /// robin; recorded in the lab's state first, so `down` removes them whatever happens next.
 fn sandboxes(lab: &mut LabState, runtimes: usize, nodes: &[String]) -> Result<Vec<Slot>> {
     let slots: Vec<Slot> = (0..runtimes)
-        .map(|i| Slot {
-            sandbox: format!("{}-rt{i}", lab.name),
-            node: nodes[i % nodes.len()].clone(),
-            phase: Mutex::new(Phase::Idle),
-        })
+        .map(|i| Slot::new(&lab.name, i, &nodes[i % nodes.len()]))
         .collect();
-    for s in &slots {
-        lab.namespaces.push(LabState::netns_path(&s.sandbox));
+    for sandbox in slots.iter().flat_map(|s| &s.sandboxes) {
+        lab.namespaces.push(LabState::netns_path(sandbox));
     }
     lab.save()?;
-    for s in &slots {
-        netns::create(LabState::netns_path(&s.sandbox))?;
+    for sandbox in slots.iter().flat_map(|s| &s.sandboxes) {
+        netns::create(LabState::netns_path(sandbox))?;
     }
     Ok(slots)
 }
@@ -198,9 +193,12 @@ fn check(
                     .slots
                     .iter()
                     .filter(|s| s.node == n.name)
-                    .filter_map(|s| match &*s.phase.lock().unwrap() {
-                        Phase::Limbo(id) => Some(id.clone()),
-                        _ => None,
+                    .flat_map(|s| {
+                        let limbo = match &*s.phase.lock().unwrap() {
+                            Phase::Limbo(id) => Some(id.clone()),
+                            _ => None,
+                        };
+                        limbo.into_iter().chain(s.replaced.lock().unwrap().clone())
                     }),
             )
             .collect();
@@ -278,13 +276,16 @@ fn expect(
                 e.attached.insert(id.clone(), (s.node.clone(), *ip));
             }
         }
+        if let Some(id) = &*s.replaced.lock().unwrap() {
+            e.replaced.insert(id.clone(), s.node.clone());
+        }
     }
     e
 }
 
 fn remove_sandboxes(lab: &mut LabState, churn: &Churn<'_>) -> Result<()> {
-    for s in &churn.slots {
-        let path = LabState::netns_path(&s.sandbox);
+    for sandbox in churn.slots.iter().flat_map(|s| &s.sandboxes) {
+        let path = LabState::netns_path(sandbox);
         if std::path::Path::new(&path).exists() {
             netns::remove(&path)?;
         }
@@ -318,13 +319,14 @@ fn report(churn: &Churn<'_>, faults: &faults::Faults, t: &Tally, took: Duration)
     let f = &faults.counts;
     println!("\nchaos report ({:.1} min)", took.as_secs_f64() / 60.0);
     println!(
-        "  operations   ADD {} done, {} failed, {} killed; DEL {} done, {} failed, {} killed",
+        "  operations   ADD {} done, {} failed, {} killed; DEL {} done, {} failed, {} killed; {} pods recreated under their name while attached",
         n(&c.adds),
         n(&c.adds_failed),
         n(&c.adds_killed),
         n(&c.dels),
         n(&c.dels_failed),
-        n(&c.dels_killed)
+        n(&c.dels_killed),
+        n(&c.recreated)
     );
     println!(
         "  faults       agents killed {}, BIRD killed {}, routes deleted {}, etcd members killed {}",
@@ -354,7 +356,7 @@ fn report(churn: &Churn<'_>, faults: &faults::Faults, t: &Tally, took: Duration)
     // The same, one line for scripts.
     println!(
         "chaos-figures adds={} adds_failed={} adds_killed={} dels={} dels_failed={} dels_killed={} \
-         agent_kills={} bird_kills={} routes_deleted={} etcd_kills={} gc_runs={} checks={} \
+         recreated={} agent_kills={} bird_kills={} routes_deleted={} etcd_kills={} gc_runs={} checks={} \
          session_reads={} session_drops={} violations={violations}",
         n(&c.adds),
         n(&c.adds_failed),
@@ -362,6 +364,7 @@ fn report(churn: &Churn<'_>, faults: &faults::Faults, t: &Tally, took: Duration)
         n(&c.dels),
         n(&c.dels_failed),
         n(&c.dels_killed),
+        n(&c.recreated),
         f.agent_kills,
         f.bird_kills,
         f.routes_deleted,
