@@ -175,6 +175,7 @@ fn ipip_in_vm(filter: &str) -> Result<()> {
 /// from its own contents (the workspace's crates depend on each other: cargo packages them
 /// together). Nothing is uploaded.
 fn package_crates() -> Result<()> {
+    forget_unpacked_packages()?;
     execute(cargo().args([
         "package",
         "--workspace",
@@ -183,6 +184,34 @@ fn package_crates() -> Result<()> {
         "--offline",
         "--allow-dirty",
     ]))
+}
+
+/// Cargo unpacks the packaged crates from its temporary registry into
+/// `$CARGO_HOME/registry/src/-<hash>/` and reuses what it finds there by name and version: a
+/// second run would verify against the first run's sources. Our own crates' unpacked copies
+/// there are removed first (nothing else of the cache is touched).
+fn forget_unpacked_packages() -> Result<()> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&src) else {
+        return Ok(());
+    };
+    for reg in registries.flatten() {
+        // The temporary registry's folder is named by its hash alone.
+        if !reg.file_name().to_string_lossy().starts_with('-') {
+            continue;
+        }
+        for krate in std::fs::read_dir(reg.path())?.flatten() {
+            if krate.file_name().to_string_lossy().starts_with("podnet-") {
+                std::fs::remove_dir_all(krate.path())?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The Kubernetes release the manifests are validated against (kubernetes-validate's schemas).
