@@ -187,10 +187,15 @@ fn package_crates() -> Result<()> {
 }
 
 /// Cargo unpacks the packaged crates from its temporary registry into
-/// `$CARGO_HOME/registry/src/-<hash>/` and reuses what it finds there by name and version: a
+/// `$CARGO_HOME/registry/src/-<hash>/` and reuses what it finds there, and what it built of
+/// them under `target/package`, by name and version (a registry's crates never change): a
 /// second run would verify against the first run's sources. Our own crates' unpacked copies
-/// there are removed first (nothing else of the cache is touched).
+/// and `target/package` are removed first (nothing else of the cache is touched).
 fn forget_unpacked_packages() -> Result<()> {
+    let built = sh::root().join("target/package");
+    if built.exists() {
+        std::fs::remove_dir_all(&built)?;
+    }
     let home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
