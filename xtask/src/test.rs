@@ -196,6 +196,30 @@ fn forget_unpacked_packages() -> Result<()> {
     if built.exists() {
         std::fs::remove_dir_all(&built)?;
     }
+    // The verification builds go to target/debug: forget what was built from the temporary
+    // registry (its dep-info names sources under `registry/src/-<hash>`), so it is rebuilt.
+    let debug = sh::root().join("target/debug");
+    if let Ok(deps) = std::fs::read_dir(debug.join("deps")) {
+        for d in deps.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let Some(stem) = name
+                .strip_prefix("podnet_")
+                .and_then(|n| n.strip_suffix(".d"))
+            else {
+                continue;
+            };
+            let from_registry =
+                std::fs::read_to_string(d.path()).is_ok_and(|t| t.contains("/registry/src/-"));
+            if let (true, Some((krate, hash))) = (from_registry, stem.rsplit_once('-')) {
+                let fingerprint = debug
+                    .join(".fingerprint")
+                    .join(format!("podnet-{}-{hash}", krate.replace('_', "-")));
+                if fingerprint.exists() {
+                    std::fs::remove_dir_all(fingerprint)?;
+                }
+            }
+        }
+    }
     let home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cargo")));
