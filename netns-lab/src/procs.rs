@@ -185,13 +185,7 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
                 check(libc::unshare(libc::CLONE_NEWUTS | libc::CLONE_NEWNS))?;
                 sethostname(hostname)?;
                 // Nothing mounted here may reach the host's mount namespace.
-                check(libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
+                check(mount_private())?;
                 for (file, over) in binds {
                     check(libc::mount(
                         file.as_ptr(),
@@ -204,13 +198,7 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
             }
             Prepared::Template(points) => {
                 check(libc::unshare(libc::CLONE_NEWNS))?;
-                check(libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ))?;
+                check(mount_private())?;
                 for p in points {
                     // One may have gone with another (a bind under it) or since: no matter.
                     libc::umount2(p.as_ptr(), libc::MNT_DETACH);
@@ -219,6 +207,21 @@ fn enter(p: &Prepared) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Makes every mount of the calling process's (new) mount namespace private, so nothing
+/// mounted in it reaches the namespace it was copied from. Async-signal-safe.
+///
+/// # Safety
+/// Only a plain mount(2) call; safe between fork and exec.
+unsafe fn mount_private() -> libc::c_int {
+    libc::mount(
+        std::ptr::null(),
+        c"/".as_ptr(),
+        std::ptr::null(),
+        libc::MS_REC | libc::MS_PRIVATE,
+        std::ptr::null(),
+    )
 }
 
 /// Starts the lab's mount template (`sleep infinity` in namespace `netns`, output to `log`):

@@ -76,23 +76,9 @@ pub fn ping_here(dst: Ipv4Addr) -> Result<bool> {
             .with_context(|| format!("send an echo to {dst}"))?;
             sent.push(seq);
         }
-        let n = match sock.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e).context("read ICMP answers"),
+        let Some(data) = recv_icmp(&sock, &mut buf)? else {
+            continue;
         };
-        // SAFETY: recv initialised the first n bytes.
-        let data: Vec<u8> = buf[..n]
-            .iter()
-            .map(|b| unsafe { b.assume_init() })
-            .collect();
         // An echo reply (type 0) from `dst` to one of ours; its unreachable (type 3) is not.
         let ihl = usize::from(data.first().copied().unwrap_or(0) & 0x0f) * 4;
         let reply = data.get(ihl) == Some(&0);
@@ -161,28 +147,37 @@ fn probe(
         .with_context(|| format!("send a probe to {dst}"))?;
     let mut buf = [MaybeUninit::<u8>::uninit(); 1500];
     while start.elapsed() < WAIT {
-        let n = match sock.recv(&mut buf) {
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
-            Err(e) => return Err(e).context("read ICMP answers"),
+        let Some(data) = recv_icmp(sock, &mut buf)? else {
+            continue;
         };
-        // SAFETY: recv initialised the first n bytes.
-        let data: Vec<u8> = buf[..n]
-            .iter()
-            .map(|b| unsafe { b.assume_init() })
-            .collect();
         if let Some((from, reached)) = answer_to(&data, id, seq) {
             return Ok(Some((from, start.elapsed(), reached)));
         }
     }
     Ok(None)
+}
+
+/// One ICMP packet from `sock`, `None` when its read timeout passed first.
+fn recv_icmp(sock: &Socket, buf: &mut [MaybeUninit<u8>]) -> Result<Option<Vec<u8>>> {
+    let n = match sock.recv(buf) {
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => return Err(e).context("read ICMP answers"),
+    };
+    // SAFETY: recv initialised the first n bytes.
+    Ok(Some(
+        buf[..n]
+            .iter()
+            .map(|b| unsafe { b.assume_init() })
+            .collect(),
+    ))
 }
 
 fn echo_request(id: u16, seq: u16) -> Vec<u8> {

@@ -8,7 +8,7 @@
 
 use super::stats::verdict;
 use crate::deps::{self, Package};
-use crate::sh::{self, cargo, execute};
+use crate::sh;
 use anyhow::{bail, Context, Result};
 use podnet_netlink::{netns::OwnedNetns, Netlink, Netns};
 use std::path::{Path, PathBuf};
@@ -64,26 +64,14 @@ pub fn run(args: Args) -> Result<()> {
     if !sh::is_root() {
         bail!("bench datapath builds labs: run it as root");
     }
-    let lab = sh::root().join("target/release/podnet-lab");
-    if args.json_to.is_none() {
+    // In the VM (`--json-to`) the host has built everything already.
+    let lab = if args.json_to.is_none() {
         deps::ensure_build()?;
         deps::ensure(&[&deps::BIRD, &deps::IPERF3, &ETHTOOL])?;
-        execute(cargo().args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "podnet-lab",
-            "-p",
-            "podnet-cni",
-            "-p",
-            "podnet-ipam",
-            "-p",
-            "podnet-agent",
-            "--bins",
-        ]))?;
-        let _ = Command::new(&lab).args(["down", "--all"]).output();
-    }
+        super::release_lab()?
+    } else {
+        sh::root().join("target/release/podnet-lab")
+    };
     let mut all = Vec::new();
     for encap in &args.encaps {
         if encap == "ipip" && !has_ipip()? {

@@ -6,7 +6,7 @@
 
 use super::stats::{verdict, Stats};
 use crate::deps::{self, Package};
-use crate::sh::{self, cargo, execute};
+use crate::sh;
 use anyhow::{bail, Context, Result};
 use podnet_netlink::netns::OwnedNetns;
 use std::path::Path;
@@ -71,22 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     crate::deps::ensure_build()?;
     deps::ensure(&[&MININET, &BRIDGE_UTILS, &deps::BIRD])?;
-    execute(cargo().args([
-        "build",
-        "--release",
-        "-q",
-        "-p",
-        "podnet-lab",
-        "-p",
-        "podnet-cni",
-        "-p",
-        "podnet-ipam",
-        "-p",
-        "podnet-agent",
-        "--bins",
-    ]))?;
-    let lab = sh::root().join("target/release/podnet-lab");
-    let _ = Command::new(&lab).args(["down", "--all"]).output();
+    let lab = super::release_lab()?;
 
     // The seed routed both ways in one run: BGP (the lab's default) and the agents' own routes.
     let by_bgp = seed_runs(&lab, "bgp", args.seed_runs)?;

@@ -16,6 +16,30 @@ mod stats;
 
 use anyhow::Result;
 
+/// Builds the lab and its binaries (release) for a bench that brings labs up; returns
+/// `podnet-lab`'s path, every lab of an earlier run taken down.
+fn release_lab() -> Result<std::path::PathBuf> {
+    crate::sh::execute(crate::sh::cargo().args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "podnet-lab",
+        "-p",
+        "podnet-cni",
+        "-p",
+        "podnet-ipam",
+        "-p",
+        "podnet-agent",
+        "--bins",
+    ]))?;
+    let lab = crate::sh::root().join("target/release/podnet-lab");
+    let _ = std::process::Command::new(&lab)
+        .args(["down", "--all"])
+        .output();
+    Ok(lab)
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
